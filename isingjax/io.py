@@ -1,0 +1,238 @@
+"""Load, validate and save spin data.
+
+Spins are float32 arrays of exactly ±1 with shape [num_samples, n]. On disk they may be
+stored as ±1 (`encoding='pm1'`) or as 0/1 (`encoding='01'`, mapped to ±1 by s = 2x - 1) in
+`.npy`, `.npz`, `.txt`/`.csv`/`.dat` (one sample per line) or `.mat` files. Every problem is
+reported as an error naming the source, what was wrong, where, and what is allowed.
+"""
+
+import os
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+ENCODINGS = ("pm1", "01")
+SUPPORTED_SUFFIXES = (".npy", ".npz", ".txt", ".csv", ".dat", ".mat")
+_ALLOWED = {"pm1": (-1, 1), "01": (0, 1)}
+_ALLOWED_TEXT = {"pm1": "-1 or +1", "01": "0 or 1"}
+_HINT = {"pm1": "use encoding='01' for 0/1 data", "01": "use encoding='pm1' for -1/+1 data"}
+
+PathLike = str | os.PathLike[str]
+
+
+def _check_encoding(encoding: str) -> None:
+    if encoding not in ENCODINGS:
+        raise ValueError(
+            f"unknown encoding {encoding!r}; expected 'pm1' (entries -1/+1) or '01' (entries 0/1)"
+        )
+
+
+def _first(mask: np.ndarray) -> tuple[int, int]:
+    """Returns the (row, column) of the first True entry of a 2-D mask, in row-major order."""
+    row, col = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    return int(row), int(col)
+
+
+def validate_spins(array, *, encoding: str = "pm1", source: str = "array") -> np.ndarray:
+    """Checks spin data and returns it as float32 ±1 spins.
+
+    Args:
+      array: array-like [num_samples, n] of numbers (bools allowed with `encoding='01'`).
+      encoding: 'pm1' if entries are exactly -1/+1, '01' if exactly 0/1 (mapped to 2x - 1).
+      source: name of where the data came from (a file path), used in error messages.
+
+    Returns:
+      Spins [num_samples, n], float32, every entry exactly -1 or +1.
+
+    Raises:
+      ValueError: if the encoding is unknown, or the data is not numeric, not 2-D, has no
+        samples or fewer than 2 columns, holds a non-finite entry or an entry outside the
+        encoding's two values. The message names the first offending entry's [row, column].
+    """
+    _check_encoding(encoding)
+    try:
+        x = np.asarray(array)
+    except ValueError as e:  # Ragged nested sequences.
+        raise ValueError(f"{source}: cannot be read as a 2-D numeric array ({e})") from e
+    if x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{source}: entries have non-numeric dtype {x.dtype}; expected real numbers "
+            "(bool, integer or float)"
+        )
+    if x.ndim != 2:
+        raise ValueError(
+            f"{source}: spins have shape {x.shape} ({x.ndim}-D); expected a 2-D array "
+            "[num_samples, n] with one sample per row (a single sample is [1, n])"
+        )
+    if x.shape[0] < 1:
+        raise ValueError(f"{source}: no samples (shape {x.shape}); at least one row is needed")
+    if x.shape[1] < 2:
+        raise ValueError(
+            f"{source}: n = {x.shape[1]} spin column(s) (shape {x.shape}); at least 2 spins "
+            "(columns) are needed"
+        )
+    low, high = _ALLOWED[encoding]
+    allowed = f"with encoding={encoding!r} every entry must be exactly {_ALLOWED_TEXT[encoding]}"
+    if x.dtype.kind == "f" and not np.all(finite := np.isfinite(x)):
+        row, col = _first(~finite)
+        raise ValueError(f"{source}: entry [{row}, {col}] is {x[row, col]}, not finite; {allowed}")
+    bad = (x != low) & (x != high)
+    if np.any(bad):
+        row, col = _first(bad)
+        raise ValueError(
+            f"{source}: entry [{row}, {col}] is {x[row, col]}; {allowed} ({_HINT[encoding]})"
+        )
+    if encoding == "01":
+        return 2 * x.astype(np.float32) - 1
+    return x.astype(np.float32)
+
+
+def _pick(names: list[str], name: str | None, path: Path, kind: str) -> str:
+    """Returns `name`, or the only name when `name` is None."""
+    names = sorted(names)
+    if name is None:
+        if len(names) == 1:
+            return names[0]
+        raise ValueError(f"{path}: holds {len(names)} {kind}s {names}; pass name=... to choose one")
+    if name not in names:
+        raise ValueError(f"{path}: no {kind} named {name!r}; available: {names}")
+    return name
+
+
+def _text_error(lines: list[str], delimiter: str | None) -> str:
+    """Describes the first malformed line of a text table (1-based line numbers)."""
+    width = None
+    for number, line in enumerate(lines, start=1):
+        fields = [field.strip() for field in line.split("#", 1)[0].split(delimiter)]
+        if not any(fields):
+            continue
+        for field in fields:
+            try:
+                float(field)
+            except ValueError:
+                return f"line {number}: {field!r} is not a number"
+        if width is not None and len(fields) != width:
+            return f"line {number} has {len(fields)} values but earlier lines have {width}"
+        width = len(fields)
+    return "malformed table"
+
+
+def _read_text(path: Path) -> np.ndarray:
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text file ({e})") from e
+    delimiter = "," if any("," in line for line in lines) else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Empty file: reported as no samples.
+            return np.loadtxt(lines, delimiter=delimiter, ndmin=2)
+    except ValueError as e:
+        raise ValueError(
+            f"{path}: {_text_error(lines, delimiter)}; expected one sample per line, "
+            "the same number of numbers on every line, separated by whitespace or commas"
+        ) from e
+
+
+def _read(path: Path, suffix: str, name: str | None):
+    if suffix in (".txt", ".csv", ".dat"):
+        return _read_text(path)
+    if suffix == ".mat":
+        try:
+            contents = scipy.io.loadmat(path)
+        except (NotImplementedError, ValueError, OSError) as e:  # v7.3 (HDF5) or corrupt.
+            raise ValueError(f"{path}: cannot be read as a MAT-file ({e})") from e
+        variables = [k for k in contents if not k.startswith("__")]
+        return contents[_pick(variables, name, path, "variable")]
+    unreadable = f"{path}: cannot be read as {suffix}"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{unreadable} ({e})") from e
+    if suffix == ".npy":
+        return archive
+    with archive:
+        key = _pick(archive.files, name, path, "array")
+        try:
+            return archive[key]
+        except (ValueError, OSError) as e:  # E.g. a pickled object array.
+            raise ValueError(f"{unreadable} ({e})") from e
+
+
+def _check_path(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ValueError(
+            f"{path}: unsupported file extension {suffix or '(none)'!r}; supported: "
+            + ", ".join(SUPPORTED_SUFFIXES)
+        )
+    return suffix
+
+
+def load_spins(path: PathLike, *, encoding: str = "pm1", name: str | None = None) -> np.ndarray:
+    """Loads spin data from a file and validates it.
+
+    Args:
+      path: a `.npy`, `.npz`, `.txt`/`.csv`/`.dat` (one sample per line, numbers separated by
+        whitespace or commas) or `.mat` file holding a [num_samples, n] table.
+      encoding: 'pm1' if the file stores -1/+1, '01' if it stores 0/1.
+      name: the array (`.npz`) or variable (`.mat`) to read; may be omitted when the file
+        holds exactly one.
+
+    Returns:
+      Spins [num_samples, n], float32, every entry exactly -1 or +1.
+
+    Raises:
+      FileNotFoundError: if the file does not exist.
+      ValueError: for an unknown extension or encoding, an unreadable or malformed file, an
+        ambiguous or missing `name`, or data that fails `validate_spins`.
+    """
+    path = Path(path)
+    _check_encoding(encoding)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = _check_path(path)
+    return validate_spins(_read(path, suffix, name), encoding=encoding, source=str(path))
+
+
+def save_spins(path: PathLike, spins, *, encoding: str = "pm1", name: str = "spins") -> None:
+    """Writes ±1 spins to a file that `load_spins` reads back unchanged.
+
+    Args:
+      path: destination; its extension (`.npy`, `.npz`, `.txt`, `.csv`, `.dat`, `.mat`)
+        picks the format. Text files hold integers separated by spaces (commas for `.csv`).
+      spins: ±1 spins [num_samples, n].
+      encoding: 'pm1' writes -1/+1, '01' writes 0/1.
+      name: the array (`.npz`) or variable (`.mat`) name.
+
+    Raises:
+      FileNotFoundError: if the parent directory does not exist.
+      ValueError: for an unknown extension or encoding, an invalid `.mat` variable name, or
+        spins that fail `validate_spins`.
+    """
+    path = Path(path)
+    _check_encoding(encoding)
+    x = validate_spins(spins, encoding="pm1", source="spins")
+    suffix = _check_path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: parent directory {path.parent} does not exist")
+    data = (x if encoding == "pm1" else (x + 1) / 2).astype(np.int8)
+    if suffix == ".npy":
+        with path.open("wb") as f:
+            np.save(f, data)
+    elif suffix == ".npz":  # Written directly: savez(**{name: ...}) breaks for name='file'.
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            with archive.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, data)
+    elif suffix == ".mat":
+        if not name.isidentifier() or name.startswith("_"):
+            raise ValueError(
+                f"{path}: {name!r} is not a valid MAT-file variable name; use letters, digits "
+                "and underscores, starting with a letter"
+            )
+        scipy.io.savemat(path, {name: data})
+    else:
+        np.savetxt(path, data, fmt="%d", delimiter="," if suffix == ".csv" else " ")

@@ -1,0 +1,367 @@
+"""Single-spin-flip Metropolis and parallel tempering, many chains at once.
+
+A sweep visits the sites in order 0..n-1 and proposes to flip each; the flip of
+site i changes the energy by dE = 2 s_i h_i with the cached local field
+h = w s + b, and is accepted with probability min(1, exp(-dE)). We draw
+t ~ Exponential(1) / 2 per attempt and accept iff s_i h_i < t / beta, which is the
+same test (P(Exp(1) > x) = exp(-x)) with one transcendental per attempt, computed
+for a whole sweep at once outside the sequential loop.
+
+Blocked updates: sites are processed in blocks of `block_size`. Inside a block the
+sites are still visited one by one, but only the block's own fields are kept up
+to date (a [B, B] coupling block); after the block, the fields of every site get
+the block's flips as one matrix product h += w[:, block] @ delta. This is the
+same Markov chain as updating all n fields after every flip (block_size=1), with
+n/B matrix products per sweep instead of n rank-1 updates.
+
+Chains are the batch axis. Internally states are stored site-major
+([n, num_chains]) so a site's values over chains are contiguous.
+
+Parallel tempering (Swendsen & Wang 1986; Geyer 1991; Hukushima & Nemoto 1996)
+runs R replicas per chain at inverse temperatures beta_1 < ... < beta_R = 1
+(each samples P^beta). After every sweep, neighbouring temperatures (even or odd
+pairs, alternating) exchange with probability min(1, exp((b_k - b_{k+1})(E_k - E_{k+1}))).
+Exchanges swap the temperature labels of the two replicas rather than their
+configurations.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from isingjax.models import IsingParams, check_params
+
+DEFAULT_BLOCK_SIZE = 16
+MAX_BLOCK_SIZE = 64  # the loop inside a block is unrolled; larger blocks compile slowly
+
+
+class ChainState(NamedTuple):
+    """State of num_chains * R Markov chains, site-major."""
+
+    spins: jax.Array  # [n_pad, num_columns] ±1
+    fields: jax.Array  # [n_pad, num_columns] local fields h = w s + b
+
+
+class SamplerInfo(NamedTuple):
+    """Diagnostics of a run (sampling phase, after burn-in).
+
+    Attributes:
+      acceptance_rate: fraction of accepted flips at beta = 1 [].
+      energy_trace: energy of each recorded sample [samples_per_chain, num_chains].
+      autocorr_time: integrated autocorrelation time of the energy, in recorded
+        samples (units of `thin` sweeps) [].
+      swap_rates: acceptance of exchanges between neighbouring temperatures [R - 1]
+        (empty for plain Metropolis).
+    """
+
+    acceptance_rate: jax.Array
+    energy_trace: jax.Array
+    autocorr_time: jax.Array
+    swap_rates: jax.Array
+
+
+class _Blocks(NamedTuple):
+    cols: jax.Array  # [num_blocks, n_pad, B]: w[:, block]
+    inner: jax.Array  # [num_blocks, B, B]: w[block, block]
+    b: jax.Array  # [n_pad]
+
+
+def _make_blocks(params: IsingParams, block_size: int) -> _Blocks:
+    n = params.b.shape[0]
+    num_blocks = -(-n // block_size)
+    n_pad = num_blocks * block_size
+    w = jnp.pad(params.w.astype(jnp.float32), ((0, n_pad - n), (0, n_pad - n)))
+    cols = w.reshape(n_pad, num_blocks, block_size).transpose(1, 0, 2)
+    idx = jnp.arange(num_blocks)[:, None] * block_size + jnp.arange(block_size)
+    inner = jax.vmap(lambda c, i: c[i])(cols, idx)
+    return _Blocks(cols, inner, jnp.pad(params.b.astype(jnp.float32), (0, n_pad - n)))
+
+
+def init_state(blocks: _Blocks, spins: jax.Array) -> ChainState:
+    """Chain state from spins [num_columns, n] (padding sites are +1 and uncoupled)."""
+    n_pad = blocks.b.shape[0]
+    s = jnp.pad(
+        spins.T.astype(jnp.float32), ((0, n_pad - spins.shape[1]), (0, 0)), constant_values=1
+    )
+    w = blocks.cols.transpose(1, 0, 2).reshape(n_pad, n_pad)
+    return ChainState(s, w @ s + blocks.b[:, None])
+
+
+def sweep(
+    blocks: _Blocks, state: ChainState, thresholds: jax.Array
+) -> tuple[ChainState, jax.Array]:
+    """One sequential sweep over all sites; site i flips iff s_i h_i < thresholds[i].
+
+    Args:
+      blocks: coupling blocks from `_make_blocks`.
+      state: ChainState with [n_pad, C] arrays.
+      thresholds: [n_pad, C] (-inf on padding sites, so they never flip).
+
+    Returns:
+      (new state, number of flips per column [C]).
+    """
+    num_blocks, _, bsz = blocks.cols.shape
+
+    def block_step(carry, xs):
+        spins, fields = carry
+        k, cols, inner, t = xs
+        s_old = lax.dynamic_slice_in_dim(spins, k * bsz, bsz)
+        h_blk = lax.dynamic_slice_in_dim(fields, k * bsz, bsz)
+
+        # Unrolled over the block: site i sees the flips d_q of the earlier sites q < i
+        # through one small dot product, h_i = h_i(start of block) + sum_q w_iq d_q.
+        flips = []
+        for i in range(bsz):
+            h_i = h_blk[i] if i == 0 else h_blk[i] + inner[i, :i] @ jnp.stack(flips)
+            s_i = s_old[i]
+            flips.append(jnp.where(s_i * h_i < t[i], -2.0 * s_i, 0.0))
+        s_new = s_old + jnp.stack(flips)
+        fields = fields + cols @ (s_new - s_old)
+        return (lax.dynamic_update_slice_in_dim(spins, s_new, k * bsz, 0), fields), None
+
+    t = thresholds.reshape(num_blocks, bsz, -1)
+    xs = (jnp.arange(num_blocks), blocks.cols, blocks.inner, t)
+    (spins, fields), _ = lax.scan(block_step, (state.spins, state.fields), xs)
+    return ChainState(spins, fields), jnp.sum(spins != state.spins, axis=0)
+
+
+def state_energy(blocks: _Blocks, state: ChainState) -> jax.Array:
+    """E = -1/2 sum_i s_i (h_i + b_i) for each column [C] (uses the cached fields)."""
+    return -0.5 * jnp.sum(state.spins * (state.fields + blocks.b[:, None]), axis=0)
+
+
+def integrated_autocorr_time(x: jax.Array, c: float = 5.0) -> jax.Array:
+    """Integrated autocorrelation time of a trace x [T, C] (chains averaged).
+
+    tau = 1 + 2 sum_{t=1}^{W} rho(t), with the autocorrelation rho from an FFT and
+    Sokal's automatic window: the smallest W with W >= c tau(W).
+    Returns a scalar in units of the trace's time step (1 for independent draws).
+    """
+    num_steps = x.shape[0]
+    x = x - x.mean(axis=0)
+    f = jnp.fft.rfft(x, n=2 * num_steps, axis=0)
+    acf = jnp.fft.irfft(f * jnp.conj(f), axis=0)[:num_steps].mean(axis=1)
+    rho = acf / jnp.where(acf[0] > 0, acf[0], 1.0)
+    taus = 2.0 * jnp.cumsum(rho) - 1.0
+    window = jnp.argmax(jnp.arange(num_steps) >= c * taus)
+    window = jnp.where(jnp.any(jnp.arange(num_steps) >= c * taus), window, num_steps - 1)
+    return jnp.where(acf[0] > 0, taus[window], 1.0)
+
+
+def _swap(key, state_e, labels, betas, parity):
+    """Replica exchange between temperature pairs (k, k+1) with k % 2 == parity.
+
+    labels [R, C]: temperature index of each replica; state_e [R, C] energies.
+    Returns the new labels and accepted swaps [R - 1, C].
+    """
+    num_temps = betas.shape[0]
+    pos = jnp.argsort(labels, axis=0)  # pos[k, c]: replica at temperature k
+    e = jnp.take_along_axis(state_e, pos, axis=0)
+    log_ratio = (betas[:-1, None] - betas[1:, None]) * (e[:-1] - e[1:])
+    pair = (jnp.arange(num_temps - 1) % 2 == parity)[:, None]
+    log_u = jnp.log(jax.random.uniform(key, log_ratio.shape))
+    accept = pair & (log_u < log_ratio)  # [R - 1, C]
+    no = jnp.zeros((1,) + accept.shape[1:], bool)
+    down, up = jnp.concatenate([accept, no]), jnp.concatenate([no, accept])
+    new_pos = jnp.where(
+        down, jnp.roll(pos, -1, axis=0), jnp.where(up, jnp.roll(pos, 1, axis=0), pos)
+    )
+    return jnp.argsort(new_pos, axis=0), accept
+
+
+def _check_run_args(fn, n, num_samples, num_chains, burn_in, thin, block_size):
+    for name, value, low in (
+        ("num_samples", num_samples, 1),
+        ("num_chains", num_chains, 1),
+        ("burn_in", burn_in, 0),
+        ("thin", thin, 1),
+        ("block_size", block_size, 1),
+    ):
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}.")
+    if block_size > MAX_BLOCK_SIZE:
+        raise ValueError(
+            f"{fn}: block_size must be <= {MAX_BLOCK_SIZE} (the sites of a block are unrolled "
+            f"into the compiled sweep), got {block_size}."
+        )
+    if num_samples % num_chains:
+        raise ValueError(
+            f"{fn}: each chain contributes num_samples / num_chains samples, so num_samples "
+            f"({num_samples}) must be a multiple of num_chains ({num_chains})."
+        )
+
+
+def _check_betas(betas) -> np.ndarray:
+    betas = np.asarray(betas, dtype=np.float64)
+    if (
+        betas.ndim != 1
+        or betas.size < 1
+        or not np.all(np.isfinite(betas))
+        or np.any(betas <= 0)
+        or np.any(np.diff(betas) <= 0)
+        or betas[-1] != 1.0
+    ):
+        raise ValueError(
+            "parallel_tempering: betas must be a strictly increasing sequence of inverse "
+            f"temperatures in (0, 1] ending at exactly 1.0 (the target), got {betas.tolist()}."
+        )
+    return betas
+
+
+def geometric_betas(num_temps: int, beta_min: float = 0.2) -> tuple[float, ...]:
+    """Inverse temperatures beta_min * (1 / beta_min)^(k / (R - 1)), k = 0..R-1, last = 1."""
+    if num_temps < 2 or not 0 < beta_min < 1:
+        raise ValueError(
+            f"geometric_betas: need num_temps >= 2 and 0 < beta_min < 1, got {num_temps}, {beta_min}."
+        )
+    ladder = beta_min ** (1.0 - np.arange(num_temps) / (num_temps - 1))
+    return tuple(float(b) for b in ladder[:-1]) + (1.0,)
+
+
+def _run(key, params, betas, init_spins, *, num_samples, num_chains, burn_in, thin, block_size):
+    n = params.b.shape[0]
+    blocks = _make_blocks(params, min(block_size, n))
+    num_temps, per_chain = len(betas), num_samples // num_chains
+    num_cols, n_pad = num_temps * num_chains, blocks.b.shape[0]
+    beta_arr = jnp.asarray(betas, jnp.float32)
+    init_key, burn_key, sample_key = jax.random.split(key, 3)
+    if init_spins is None:
+        init_spins = jax.random.rademacher(init_key, (num_cols, n), jnp.float32)
+    else:
+        init_spins = jnp.tile(jnp.asarray(init_spins, jnp.float32), (num_temps, 1))
+    labels = jnp.broadcast_to(jnp.arange(num_temps)[:, None], (num_temps, num_chains))
+
+    def one_sweep(phase_key, carry, i):
+        state, labels = carry
+        t_key, swap_key = jax.random.split(jax.random.fold_in(phase_key, i))
+        t = 0.5 * jax.random.exponential(t_key, (n, num_cols))
+        if num_temps > 1:
+            t = t / beta_arr[labels].reshape(num_cols)
+        if n_pad > n:
+            t = jnp.pad(t, ((0, n_pad - n), (0, 0)), constant_values=-jnp.inf)
+        at_target = (labels == num_temps - 1).reshape(num_cols)
+        state, flips = sweep(blocks, state, t)
+        accepted = jnp.sum(jnp.where(at_target, flips, 0))
+        swaps = jnp.zeros((0, num_chains), bool)
+        if num_temps > 1:
+            e = state_energy(blocks, state).reshape(num_temps, num_chains)
+            labels, swaps = _swap(swap_key, e, labels, beta_arr, i % 2)
+        return (state, labels), (accepted, swaps)
+
+    carry = (init_state(blocks, init_spins), labels)
+    carry, _ = lax.scan(lambda c, i: one_sweep(burn_key, c, i), carry, jnp.arange(burn_in))
+
+    def record(carry, j):
+        carry, (accepted, swaps) = lax.scan(
+            lambda c, i: one_sweep(sample_key, c, i), carry, j * thin + jnp.arange(thin)
+        )
+        state, labels = carry
+        col = jnp.argmax(labels == num_temps - 1, axis=0) * num_chains + jnp.arange(num_chains)
+        energies = state_energy(blocks, state)[col]
+        return carry, (state.spins[:n, col].T, energies, accepted.sum(), swaps.sum(0))
+
+    _, (spins, energies, accepted, swaps) = lax.scan(record, carry, jnp.arange(per_chain))
+    num_sweeps = per_chain * thin
+    parity = np.arange(num_temps - 1) % 2  # pair k is proposed on sweeps with i % 2 == k % 2
+    pairs_tried = np.maximum((num_sweeps + 1 - parity) // 2, 1)
+    info = SamplerInfo(
+        acceptance_rate=accepted.sum() / (num_sweeps * n * num_chains),
+        energy_trace=energies,
+        autocorr_time=integrated_autocorr_time(energies),
+        swap_rates=swaps.sum(axis=(0, 2)) / (pairs_tried * num_chains),
+    )
+    return spins.reshape(num_samples, n), info
+
+
+def _check_init(fn, init_spins, num_chains, n):
+    if init_spins is None:
+        return
+    shape = jnp.shape(init_spins)
+    if shape != (num_chains, n):
+        raise ValueError(
+            f"{fn}: init_spins must have shape [num_chains, n] = [{num_chains}, {n}], got {shape}."
+        )
+
+
+def metropolis(
+    key: jax.Array,
+    params: IsingParams,
+    *,
+    num_samples: int,
+    num_chains: int,
+    burn_in: int,
+    thin: int = 1,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    init_spins: jax.Array | None = None,
+) -> tuple[jax.Array, SamplerInfo]:
+    """Samples P(s) ∝ exp(-E(s)) with single-spin-flip Metropolis.
+
+    Args:
+      key: PRNG key.
+      params: IsingParams (w [n, n], b [n]).
+      num_samples: total samples; each of the num_chains chains contributes
+        num_samples / num_chains (must divide evenly).
+      num_chains: independent chains run in parallel (the batch axis).
+      burn_in: sweeps discarded before the first sample (1 sweep = n attempted flips).
+      thin: sweeps between recorded samples.
+      block_size: sites per block of the field update (the chain does not depend on it).
+      init_spins: optional [num_chains, n] starting configurations (default: uniform).
+
+    Returns:
+      samples [num_samples, n] float32 ±1, ordered step-major (samples t*num_chains .. are
+      the t-th records of every chain), and SamplerInfo diagnostics.
+    """
+    n = check_params(params)
+    _check_run_args("metropolis", n, num_samples, num_chains, burn_in, thin, block_size)
+    _check_init("metropolis", init_spins, num_chains, n)
+    return _run(
+        key,
+        params,
+        (1.0,),
+        init_spins,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        burn_in=burn_in,
+        thin=thin,
+        block_size=block_size,
+    )
+
+
+def parallel_tempering(
+    key: jax.Array,
+    params: IsingParams,
+    *,
+    betas: tuple[float, ...],
+    num_samples: int,
+    num_chains: int,
+    burn_in: int,
+    thin: int = 1,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    init_spins: jax.Array | None = None,
+) -> tuple[jax.Array, SamplerInfo]:
+    """Parallel tempering: R = len(betas) Metropolis replicas per chain at P^beta, with swaps.
+
+    Same arguments and returns as `metropolis`, plus `betas`: strictly increasing inverse
+    temperatures in (0, 1] ending at 1.0; samples are those of the beta = 1 replica.
+    `init_spins` starts every replica of a chain from the same configuration.
+    """
+    n = check_params(params)
+    betas = _check_betas(betas)
+    _check_run_args("parallel_tempering", n, num_samples, num_chains, burn_in, thin, block_size)
+    _check_init("parallel_tempering", init_spins, num_chains, n)
+    return _run(
+        key,
+        params,
+        tuple(betas.tolist()),
+        init_spins,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        burn_in=burn_in,
+        thin=thin,
+        block_size=block_size,
+    )

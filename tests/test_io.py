@@ -1,0 +1,191 @@
+"""Tests for isingjax.io: spin validation, loading and saving."""
+
+import re
+
+import numpy as np
+import pytest
+import scipy.io
+
+from isingjax import io
+
+FORMATS = (".npy", ".npz", ".txt", ".csv", ".dat", ".mat")
+SPINS = np.array([[1, -1, 1, 1], [-1, -1, 1, -1], [1, 1, -1, -1]], dtype=np.float32)
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize("encoding", io.ENCODINGS)
+def test_round_trip(tmp_path, suffix, encoding):
+    path = tmp_path / f"spins{suffix}"
+    io.save_spins(path, SPINS, encoding=encoding)
+    loaded = io.load_spins(path, encoding=encoding)
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, SPINS)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".mat"])
+def test_round_trip_named(tmp_path, suffix):
+    path = tmp_path / f"data{suffix}"
+    io.save_spins(path, SPINS, name="raster")
+    np.testing.assert_array_equal(io.load_spins(path, name="raster"), SPINS)
+
+
+def test_save_01_writes_zeros_and_ones(tmp_path):
+    path = tmp_path / "s.csv"
+    io.save_spins(path, SPINS, encoding="01")
+    assert path.read_text().splitlines()[0] == "1,0,1,1"
+
+
+def test_single_line_text_is_one_sample(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text("1 -1 -1\n")
+    np.testing.assert_array_equal(io.load_spins(path), [[1, -1, -1]])
+
+
+def test_text_comma_with_spaces_and_comments(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("# header\n1, -1\n\n-1, 1\n")
+    np.testing.assert_array_equal(io.load_spins(path), [[1, -1], [-1, 1]])
+
+
+@pytest.mark.parametrize(
+    ("array", "encoding", "expected"),
+    [
+        ([[1, -1], [-1, 1]], "pm1", [[1, -1], [-1, 1]]),
+        (np.array([[1.0, -1.0]], dtype=np.float64), "pm1", [[1, -1]]),
+        (np.array([[0, 1], [1, 0]], dtype=np.uint8), "01", [[-1, 1], [1, -1]]),
+        (np.array([[True, False]]), "01", [[1, -1]]),
+    ],
+)
+def test_validate_accepts(array, encoding, expected):
+    spins = io.validate_spins(array, encoding=encoding)
+    assert spins.dtype == np.float32
+    np.testing.assert_array_equal(spins, expected)
+
+
+GOOD = np.ones((4, 3))
+
+
+def _with(value, row=2, col=1):
+    out = GOOD.copy()
+    out[row, col] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("array", "encoding", "match"),
+    [
+        (
+            np.ones(5),
+            "pm1",
+            r"array: spins have shape \(5,\) \(1-D\); expected .*\[num_samples, n\]",
+        ),
+        (np.ones((2, 3, 4)), "pm1", r"shape \(2, 3, 4\) \(3-D\); expected .*\[num_samples, n\]"),
+        (np.ones((5, 1)), "pm1", r"n = 1 spin column.*at least 2 spins"),
+        (np.ones((0, 3)), "pm1", r"no samples .*at least one row"),
+        (_with(np.nan), "pm1", r"entry \[2, 1\] is nan, not finite; .*exactly -1 or \+1"),
+        (_with(-np.inf, 0, 2), "pm1", r"entry \[0, 2\] is -inf, not finite"),
+        (_with(0.5), "pm1", r"entry \[2, 1\] is 0.5; with encoding='pm1' .*-1 or \+1.*'01'"),
+        (_with(-1.0, 3, 0), "01", r"entry \[3, 0\] is -1.0; with encoding='01' .*exactly 0 or 1"),
+        (_with(2.0, 1, 2), "pm1", r"entry \[1, 2\] is 2.0;"),
+        (np.array([[1, 2], [0, 1]]), "01", r"entry \[0, 1\] is 2; .*exactly 0 or 1"),
+        (np.array([["1", "-1"], ["a", "1"]]), "pm1", r"non-numeric dtype <U\d+; expected real"),
+        (np.array([[1, None]], dtype=object), "pm1", r"non-numeric dtype object"),
+        ([[1, -1], [1]], "pm1", r"cannot be read as a 2-D numeric array"),
+        (GOOD, "binary", r"unknown encoding 'binary'; expected 'pm1' .* or '01'"),
+    ],
+)
+def test_validate_rejects(array, encoding, match):
+    with pytest.raises(ValueError, match=match):
+        io.validate_spins(array, encoding=encoding)
+
+
+def test_validate_reports_first_offending_entry_and_source():
+    array = np.ones((3, 4))
+    array[2, 0] = 0.0
+    array[1, 3] = 0.0
+    with pytest.raises(ValueError, match=re.escape("spins.npy: entry [1, 3] is 0.0;")):
+        io.validate_spins(array, source="spins.npy")
+
+
+def test_load_missing_file(tmp_path):
+    path = tmp_path / "absent.npy"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+        io.load_spins(path)
+
+
+@pytest.mark.parametrize("function", ["load", "save"])
+def test_unknown_extension(tmp_path, function):
+    path = tmp_path / "spins.h5"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"spins.h5: unsupported file extension '.h5'.*\.npz"):
+        if function == "load":
+            io.load_spins(path)
+        else:
+            io.save_spins(path, SPINS)
+
+
+def test_save_missing_parent_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"parent directory .*nowhere does not exist"):
+        io.save_spins(tmp_path / "nowhere" / "s.npy", SPINS)
+
+
+def test_save_rejects_invalid_spins(tmp_path):
+    with pytest.raises(ValueError, match=r"spins: entry \[0, 0\] is 0"):
+        io.save_spins(tmp_path / "s.npy", np.zeros((2, 3)))
+
+
+def test_load_reports_file_in_validation_error(tmp_path):
+    path = tmp_path / "bad.npy"
+    np.save(path, _with(0.5))
+    with pytest.raises(ValueError, match=r"bad.npy: entry \[2, 1\] is 0.5"):
+        io.load_spins(path)
+
+
+def _write_npz(path, **arrays):
+    np.savez(path, **arrays)
+
+
+def _write_mat(path, **arrays):
+    scipy.io.savemat(path, arrays)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "write", "kind"), [(".npz", _write_npz, "array"), (".mat", _write_mat, "variable")]
+)
+def test_load_named_arrays(tmp_path, suffix, write, kind):
+    path = tmp_path / f"many{suffix}"
+    write(path, a=SPINS, b=-SPINS)
+    np.testing.assert_array_equal(io.load_spins(path, name="b"), -SPINS)
+    with pytest.raises(ValueError, match=rf"holds 2 {kind}s \['a', 'b'\]; pass name="):
+        io.load_spins(path)
+    with pytest.raises(ValueError, match=rf"no {kind} named 'c'; available: \['a', 'b'\]"):
+        io.load_spins(path, name="c")
+
+
+def test_load_single_array_without_name(tmp_path):
+    path = tmp_path / "one.mat"
+    _write_mat(path, whatever=SPINS)
+    np.testing.assert_array_equal(io.load_spins(path), SPINS)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "match"),
+    [
+        ("ragged.txt", "1 -1 1\n-1 1 1\n\n1 -1\n", r"line 4 has 2 values but earlier lines have 3"),
+        ("words.csv", "1,-1\n# note\n1,a\n", r"line 3: 'a' is not a number"),
+        ("column.dat", "1\n-1\n1\n", r"n = 1 spin column"),
+        ("empty.txt", "", r"no samples"),
+    ],
+)
+def test_load_bad_text(tmp_path, name, text, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"{re.escape(name)}: {match}"):
+        io.load_spins(path)
+
+
+def test_load_corrupt_binary(tmp_path):
+    path = tmp_path / "junk.npy"
+    path.write_bytes(b"not an array")
+    with pytest.raises(ValueError, match=r"junk.npy: cannot be read as .npy"):
+        io.load_spins(path)
