@@ -217,7 +217,8 @@ def geometric_betas(num_temps: int, beta_min: float = 0.2) -> tuple[float, ...]:
     """Inverse temperatures beta_min * (1 / beta_min)^(k / (R - 1)), k = 0..R-1, last = 1."""
     if num_temps < 2 or not 0 < beta_min < 1:
         raise ValueError(
-            f"geometric_betas: need num_temps >= 2 and 0 < beta_min < 1, got {num_temps}, {beta_min}."
+            "geometric_betas: need num_temps >= 2 and 0 < beta_min < 1, "
+            f"got num_temps={num_temps}, beta_min={beta_min}."
         )
     ladder = beta_min ** (1.0 - np.arange(num_temps) / (num_temps - 1))
     return tuple(float(b) for b in ladder[:-1]) + (1.0,)
