@@ -6,6 +6,7 @@ stored as ±1 (`encoding='pm1'`) or as 0/1 (`encoding='01'`, mapped to ±1 by s 
 reported as an error naming the source, what was wrong, where, and what is allowed.
 """
 
+import json
 import os
 import warnings
 import zipfile
@@ -236,3 +237,35 @@ def save_spins(path: PathLike, spins, *, encoding: str = "pm1", name: str = "spi
         scipy.io.savemat(path, {name: data})
     else:
         np.savetxt(path, data, fmt="%d", delimiter="," if suffix == ".csv" else " ")
+
+
+def write_config(workdir: PathLike, config) -> Path:
+    """Writes `config` (a ConfigDict) to workdir/config.json; returns the path."""
+    path = Path(workdir) / "config.json"
+    path.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def append_jsonl(path: PathLike, record: dict) -> None:
+    """Appends one JSON object as a line and flushes it to disk (a finished result is kept)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: PathLike) -> list[dict]:
+    """Reads the JSON objects of a .jsonl file; [] if it does not exist.
+
+    A last line cut short by an interrupted write is ignored (it is recomputed on resume).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

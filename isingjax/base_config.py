@@ -1,0 +1,27 @@
+"""The default ConfigDict every configs/*.py derives from (changing only what differs)."""
+
+from ml_collections import ConfigDict
+
+
+def default() -> ConfigDict:
+    config = ConfigDict()
+    config.experiment = ""  # pipeline name, dispatched by experiments/main.py
+    config.seed = 0  # root key jax.random.key(seed); seed i uses fold_in(root, i)
+    config.num_seeds = 4  # independent SK instances (vmapped)
+    config.distributed = False  # call jax.distributed.initialize() (multi-host clusters)
+
+    config.model = ConfigDict()
+    config.model.n = 20  # number of spins
+    config.model.betas = (0.5, 1.0)  # SK coupling strengths: w_ij ~ N(0, beta^2 / n)
+    config.model.bias_std = 0.1  # b_i ~ N(0, bias_std^2)
+
+    config.sampler = ConfigDict()
+    config.sampler.num_samples = 4096  # samples per instance (a multiple of num_chains)
+    config.sampler.num_chains = 256  # Metropolis chains per instance
+    config.sampler.burn_in = 200  # sweeps discarded (1 sweep = n attempted flips per chain)
+    config.sampler.thin = 5  # sweeps between recorded samples
+    config.sampler.block_size = 16  # sites per blocked field update (<= 64)
+    config.sampler.tempering_above = 1.5  # use parallel tempering when beta >= this
+    config.sampler.num_temps = 8  # replicas per chain in parallel tempering
+    config.sampler.beta_min = 0.2  # lowest inverse temperature of the geometric ladder
+    return config
