@@ -8,9 +8,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from isingjax.pipelines import sample
+from isingjax.pipelines import inverse, sample
 
-PIPELINES = {"sample": sample.run}
+PIPELINES = {"inverse": inverse.run, "sample": sample.run}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A configs/*.py file; append ':quick' for its small variant.", lock_config=True

@@ -1,6 +1,7 @@
 """isingjax: inverse Ising inference, exact enumeration, sampling and diffusion augmentation."""
 
-from isingjax import exact, io, mcmc, metrics
+from isingjax import exact, inference, io, mcmc, metrics
+from isingjax.inference import infer, infer_with_info
 from isingjax.mcmc import metropolis, parallel_tempering
 from isingjax.models import (
     IsingParams,
@@ -17,6 +18,9 @@ __all__ = [
     "Moments",
     "energy",
     "exact",
+    "infer",
+    "infer_with_info",
+    "inference",
     "flatten_params",
     "io",
     "mcmc",

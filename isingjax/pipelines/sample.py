@@ -15,55 +15,34 @@ figures/energy_histograms.png.
 
 from __future__ import annotations
 
-import math
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from isingjax import exact, io, mcmc, metrics
+from isingjax import exact, io, mcmc, metrics, sweeps
 from isingjax.models import energy, sk_model
+from isingjax.pipelines import common
 
 NUM_BINS = 40
 
 
 def validate_config(config) -> None:
     """Raises ValueError naming the config field that is out of range."""
-    m, s = config.model, config.sampler
-    checks = [
-        ("model.n", m.n, isinstance(m.n, int) and m.n >= 2, "an integer >= 2"),
-        (
-            "num_seeds",
-            config.num_seeds,
-            isinstance(config.num_seeds, int) and config.num_seeds >= 1,
-            "an integer >= 1",
-        ),
-        (
-            "model.betas",
-            m.betas,
-            len(m.betas) >= 1
-            and all(isinstance(b, int | float) and math.isfinite(b) and b >= 0 for b in m.betas),
-            "a non-empty tuple of finite values >= 0",
-        ),
-        (
-            "model.bias_std",
-            m.bias_std,
-            math.isfinite(m.bias_std) and m.bias_std >= 0,
-            "finite and >= 0",
-        ),
-        ("sampler.num_temps", s.num_temps, s.num_temps >= 2, "an integer >= 2"),
-        ("sampler.beta_min", s.beta_min, 0 < s.beta_min < 1, "in (0, 1)"),
-    ]
-    for name, value, ok, allowed in checks:
-        if not ok:
-            raise ValueError(f"config.{name} must be {allowed}, got {value!r}.")
+    s = config.sampler
+    common.check_fields(
+        common.model_checks(config)
+        + [
+            ("sampler.num_temps", s.num_temps, common.is_int(s.num_temps, 2), "an integer >= 2"),
+            ("sampler.beta_min", s.beta_min, 0 < s.beta_min < 1, "in (0, 1)"),
+        ]
+    )
 
 
 def make_stage_fn(config, use_tempering: bool):
-    """Returns a jitted fn(keys [S], beta) -> per-seed dict of metrics and histograms."""
+    """Returns a jitted fn(root key, seeds [S], beta) -> per-seed metrics and histograms."""
     n, s = config.model.n, config.sampler
     run_args = dict(
         num_samples=s.num_samples,
@@ -74,8 +53,8 @@ def make_stage_fn(config, use_tempering: bool):
     )
     betas = mcmc.geometric_betas(s.num_temps, s.beta_min)
 
-    def one_seed(key, beta):
-        model_key, chain_key, reference_key = jax.random.split(key, 3)
+    def one_seed(seed, root, beta):
+        model_key, chain_key, reference_key = jax.random.split(sweeps.seed_key(root, seed), 3)
         params = sk_model(model_key, n, beta, config.model.bias_std)
         if use_tempering:
             samples, info = mcmc.parallel_tempering(chain_key, params, betas=betas, **run_args)
@@ -92,7 +71,7 @@ def make_stage_fn(config, use_tempering: bool):
             out |= _compare_with_exact(params, samples, reference)
         return out
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
 
 
 def _compare_with_exact(params, samples, reference):
@@ -115,10 +94,7 @@ def _compare_with_exact(params, samples, reference):
 def run(config, workdir) -> list[dict]:
     """Runs the pipeline; returns the result records (one per (beta, seed))."""
     validate_config(config)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    io.write_config(workdir, config)
-    results_path = workdir / "results.jsonl"
+    workdir, results_path = common.prepare_workdir(config, workdir)
     done = {(r["beta"], r["seed"]) for r in io.read_jsonl(results_path)}
     root = jax.random.key(config.seed)
     start = time.time()
@@ -128,8 +104,8 @@ def run(config, workdir) -> list[dict]:
             logging.info("beta=%g: all %d seeds already in results.jsonl", beta, config.num_seeds)
             continue
         use_tempering = beta >= config.sampler.tempering_above
-        keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.asarray(todo))
-        out = jax.device_get(make_stage_fn(config, use_tempering)(keys, float(beta)))
+        stage = make_stage_fn(config, use_tempering)
+        out = sweeps.run_over_seeds(stage, todo, root, float(beta))
         for row, seed in enumerate(todo):
             record = {
                 "beta": float(beta),
@@ -171,14 +147,8 @@ def _write_npz(path, records, config):
 
 
 def _plot_histograms(path, records, config):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     first = [r for r in records if r["seed"] == 0]
-    fig, axes = plt.subplots(1, len(first), figsize=(4.2 * len(first), 3.4), squeeze=False)
+    fig, axes = common.new_figure(1, len(first), 4.2, 3.4)
     for ax, r in zip(axes[0], first, strict=True):
         edges = np.asarray(r["hist_edges"])
         ax.stairs(r["hist_exact"], edges, color="black", lw=2, label="exact")
@@ -192,6 +162,4 @@ def _plot_histograms(path, records, config):
         ax.set_xlabel("energy E(s)")
     axes[0, 0].set_ylabel("probability per bin")
     axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)

@@ -1,0 +1,65 @@
+"""What every pipeline does the same way: config checks, the workdir, figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from isingjax import io
+
+
+def check_fields(checks) -> None:
+    """checks: (config field name, value, ok, what is allowed); raises on the first failure."""
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"config.{name} must be {allowed}, got {value!r}.")
+
+
+def is_int(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def model_checks(config) -> list:
+    m = config.model
+    betas_ok = (
+        isinstance(m.betas, tuple | list)
+        and len(m.betas) >= 1
+        and all(isinstance(b, int | float) and math.isfinite(b) and b >= 0 for b in m.betas)
+    )
+    return [
+        ("model.n", m.n, is_int(m.n, 2), "an integer >= 2"),
+        ("num_seeds", config.num_seeds, is_int(config.num_seeds, 1), "an integer >= 1"),
+        ("model.betas", m.betas, betas_ok, "a non-empty tuple of finite values >= 0"),
+        (
+            "model.bias_std",
+            m.bias_std,
+            math.isfinite(m.bias_std) and m.bias_std >= 0,
+            "finite and >= 0",
+        ),
+    ]
+
+
+def prepare_workdir(config, workdir) -> tuple[Path, Path]:
+    """Creates workdir, writes config.json; returns (workdir, results.jsonl path)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    io.write_config(workdir, config)
+    return workdir, workdir / "results.jsonl"
+
+
+def new_figure(nrows: int, ncols: int, width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

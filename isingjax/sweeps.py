@@ -1,0 +1,83 @@
+"""Sweep machinery: per-seed keys, sample-size masks, seed sharding over devices, resume.
+
+* Seed i always uses jax.random.fold_in(root, i), so a seed is the same run whatever
+  the number of seeds, the batch it is computed in, or the device it lands on.
+* Sample sizes are nested prefixes of one dataset per seed: weights[k] = (arange(m_max) <
+  sizes[k]), so one compile serves every size.
+* With several devices, the seed axis is sharded over a 1-D Mesh of all devices (padded
+  to a multiple of the device count); jit propagates the sharding through the stage.
+  On a multi-host cluster, call jax.distributed.initialize() first (the entry point does
+  when config.distributed is set): every process builds the same seed array and
+  jax.devices() spans all hosts.
+* Results are appended to results.jsonl a cell at a time; `finished` tells which cells a
+  rerun can skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from isingjax import io
+
+SEED_AXIS = "seeds"
+
+
+def seed_key(root: jax.Array, seed) -> jax.Array:
+    """The key of seed `seed` (traced or static): fold_in(root, seed)."""
+    return jax.random.fold_in(root, seed)
+
+
+def prefix_weights(sample_sizes: Sequence[int], m_max: int) -> jax.Array:
+    """Masks [len(sample_sizes), m_max]: row k selects the first sample_sizes[k] samples."""
+    sizes = np.asarray(sample_sizes)
+    if sizes.ndim != 1 or sizes.size == 0 or np.any(sizes < 1) or np.any(sizes > m_max):
+        raise ValueError(
+            f"sample sizes must be a non-empty sequence of integers in [1, {m_max}], "
+            f"got {list(sample_sizes)}."
+        )
+    return (np.arange(m_max)[None, :] < sizes[:, None]).astype(np.float32)
+
+
+def run_over_seeds(stage_fn: Callable, seeds: Sequence[int], *args):
+    """Calls stage_fn(seeds_array [S], *args) with the seed axis sharded over all devices.
+
+    stage_fn must be jitted and map over the leading axis of its first argument (vmap);
+    the other arguments are replicated. Returns the outputs as NumPy arrays with the
+    padding removed, identical (to float tolerance) to a single-device call.
+    """
+    seeds = np.asarray(seeds, np.int32)
+    num_devices = jax.device_count()
+    if num_devices == 1:
+        return jax.device_get(stage_fn(jnp.asarray(seeds), *args))
+    padded = np.concatenate([seeds, np.repeat(seeds[-1:], (-len(seeds)) % num_devices)])
+    mesh = Mesh(np.asarray(jax.devices()), (SEED_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(SEED_AXIS))
+    sharded = jax.make_array_from_callback(padded.shape, sharding, lambda idx: padded[idx])
+    out = stage_fn(sharded, *args)
+    if jax.process_count() > 1:
+        out = multihost_utils.process_allgather(out, tiled=True)
+    return jax.tree.map(lambda x: np.asarray(x)[: len(seeds)], out)
+
+
+def cell_key(record: dict, coords: Iterable[str]) -> tuple:
+    return tuple(record[c] for c in coords)
+
+
+def finished(path, coords: Sequence[str]) -> set[tuple]:
+    """The coordinates of the cells already in a results.jsonl."""
+    return {cell_key(r, coords) for r in io.read_jsonl(path)}
+
+
+def append_cells(path, records: Iterable[dict], done: set[tuple], coords: Sequence[str]) -> None:
+    """Appends the records whose cell is not yet done (and marks them done)."""
+    for record in records:
+        key = cell_key(record, coords)
+        if key not in done:
+            io.append_jsonl(path, record)
+            done.add(key)
