@@ -2,11 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import brute_force
 from scipy import stats
 
 import isingjax as ij
 from isingjax import exact
+from tests.reference import brute_force
 
 
 def test_two_spins_closed_form():

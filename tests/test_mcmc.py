@@ -5,11 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import brute_force
 from scipy import stats
 
 import isingjax as ij
 from isingjax import exact, mcmc
+from tests.reference import brute_force
 
 RUN_ARGS = ("num_samples", "num_chains", "burn_in", "thin", "block_size", "betas")
 

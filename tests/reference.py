@@ -1,9 +1,8 @@
-"""Shared helpers for the tests: brute-force NumPy references, independent of isingjax."""
+"""Brute-force NumPy references for the tests, independent of isingjax."""
 
 import itertools
 
 import numpy as np
-import pytest
 
 
 def all_states(n: int) -> np.ndarray:
@@ -19,8 +18,3 @@ def brute_force(w: np.ndarray, b: np.ndarray):
     shift = log_weights.max()
     log_z = shift + np.log(np.sum(np.exp(log_weights - shift)))
     return log_z, np.exp(log_weights - log_z), states
-
-
-@pytest.fixture
-def brute():
-    return brute_force
