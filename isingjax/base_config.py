@@ -20,7 +20,7 @@ def default() -> ConfigDict:
     config.sampler.num_chains = 256  # Metropolis chains per instance
     config.sampler.burn_in = 200  # sweeps discarded (1 sweep = n attempted flips per chain)
     config.sampler.thin = 5  # sweeps between recorded samples
-    config.sampler.block_size = 16  # sites per blocked field update (<= 64)
+    config.sampler.block_size = 64  # sites per blocked field update (<= 128)
     config.sampler.tempering_above = 1.5  # use parallel tempering when beta >= this
     config.sampler.num_temps = 8  # replicas per chain in parallel tempering
     config.sampler.beta_min = 0.2  # lowest inverse temperature of the geometric ladder

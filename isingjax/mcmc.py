@@ -36,8 +36,8 @@ from jax import lax
 
 from isingjax.models import IsingParams, check_params
 
-DEFAULT_BLOCK_SIZE = 16
-MAX_BLOCK_SIZE = 64  # the loop inside a block is unrolled; larger blocks compile slowly
+DEFAULT_BLOCK_SIZE = 64
+MAX_BLOCK_SIZE = 128  # the loop inside a block is unrolled; larger blocks compile slowly
 
 
 class ChainState(NamedTuple):

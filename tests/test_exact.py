@@ -54,8 +54,9 @@ def test_three_spin_ferromagnet_closed_form():
     )
 
 
-def test_n8_against_numpy_loop():
-    params = ij.sk_model(jax.random.key(1), 8, beta=1.2, bias_std=0.5)
+@pytest.mark.parametrize("n", [8, 9])
+def test_against_numpy_loop(n):
+    params = ij.sk_model(jax.random.key(1), n, beta=1.2, bias_std=0.5)
     log_z, probs, states = brute_force(params.w, params.b)
     np.testing.assert_allclose(exact.log_partition(params), log_z, rtol=1e-6)
     mom = exact.moments(params)
@@ -66,7 +67,7 @@ def test_n8_against_numpy_loop():
 
 
 def test_chunked_enumeration_n16_matches_numpy():
-    # n = 16 spans 16 chunks of 4096 states: checks the chunk bookkeeping.
+    # n = 16 is enumerated as 2^8 x 2^8 half-states: checks the index bookkeeping.
     params = ij.sk_model(jax.random.key(2), 16, beta=1.0, bias_std=0.3)
     log_z, probs, states = brute_force(params.w, params.b)
     np.testing.assert_allclose(exact.log_partition(params), log_z, rtol=1e-6)

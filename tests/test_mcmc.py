@@ -187,7 +187,7 @@ def test_integrated_autocorr_time_of_ar1_matches_closed_form():
         (dict(burn_in=-1), "burn_in must be an integer >= 0"),
         (dict(thin=0), "thin must be an integer >= 1"),
         (dict(thin=1.5), "thin must be an integer >= 1"),
-        (dict(block_size=128), "block_size must be <= 64"),
+        (dict(block_size=129), "block_size must be <= 128"),
         (
             dict(init_spins=jnp.ones((3, 5))),
             r"init_spins must have shape \[num_chains, n\] = \[4, 5\]",
