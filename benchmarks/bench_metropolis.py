@@ -95,7 +95,7 @@ def numpy_rate(params, chains):
 def profile_sweep(params, chains, block_size, sweeps=4):
     """Seconds per sweep for: random numbers only, the sweep alone, both."""
     n = params.b.shape[0]
-    blocks = mcmc._make_blocks(params, block_size)
+    blocks = mcmc.make_blocks(params, block_size)
     state = mcmc.init_state(blocks, jax.random.rademacher(jax.random.key(2), (chains, n)))
     fixed = 0.5 * jax.random.exponential(jax.random.key(3), (n, chains))
 

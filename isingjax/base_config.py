@@ -17,7 +17,8 @@ def default() -> ConfigDict:
 
     config.sampler = ConfigDict()
     config.sampler.num_samples = 4096  # samples per instance (a multiple of num_chains)
-    config.sampler.num_chains = 256  # Metropolis chains per instance
+    config.sampler.num_chains = 32  # chains per instance (128 records each: enough for the
+    # autocorrelation-time estimate, which is biased low when a chain has few records)
     config.sampler.burn_in = 200  # sweeps discarded (1 sweep = n attempted flips per chain)
     config.sampler.thin = 5  # sweeps between recorded samples
     config.sampler.block_size = 64  # sites per blocked field update (<= 128)

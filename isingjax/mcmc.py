@@ -65,13 +65,14 @@ class SamplerInfo(NamedTuple):
     swap_rates: jax.Array
 
 
-class _Blocks(NamedTuple):
+class Blocks(NamedTuple):
     cols: jax.Array  # [num_blocks, n_pad, B]: w[:, block]
     inner: jax.Array  # [num_blocks, B, B]: w[block, block]
     b: jax.Array  # [n_pad]
 
 
-def _make_blocks(params: IsingParams, block_size: int) -> _Blocks:
+def make_blocks(params: IsingParams, block_size: int) -> Blocks:
+    """Splits w into column blocks [num_blocks, n_pad, B] and their diagonal blocks."""
     n = params.b.shape[0]
     num_blocks = -(-n // block_size)
     n_pad = num_blocks * block_size
@@ -79,10 +80,10 @@ def _make_blocks(params: IsingParams, block_size: int) -> _Blocks:
     cols = w.reshape(n_pad, num_blocks, block_size).transpose(1, 0, 2)
     idx = jnp.arange(num_blocks)[:, None] * block_size + jnp.arange(block_size)
     inner = jax.vmap(lambda c, i: c[i])(cols, idx)
-    return _Blocks(cols, inner, jnp.pad(params.b.astype(jnp.float32), (0, n_pad - n)))
+    return Blocks(cols, inner, jnp.pad(params.b.astype(jnp.float32), (0, n_pad - n)))
 
 
-def init_state(blocks: _Blocks, spins: jax.Array) -> ChainState:
+def init_state(blocks: Blocks, spins: jax.Array) -> ChainState:
     """Chain state from spins [num_columns, n] (padding sites are +1 and uncoupled)."""
     n_pad = blocks.b.shape[0]
     s = jnp.pad(
@@ -93,12 +94,12 @@ def init_state(blocks: _Blocks, spins: jax.Array) -> ChainState:
 
 
 def sweep(
-    blocks: _Blocks, state: ChainState, thresholds: jax.Array
+    blocks: Blocks, state: ChainState, thresholds: jax.Array
 ) -> tuple[ChainState, jax.Array]:
     """One sequential sweep over all sites; site i flips iff s_i h_i < thresholds[i].
 
     Args:
-      blocks: coupling blocks from `_make_blocks`.
+      blocks: coupling blocks from `make_blocks`.
       state: ChainState with [n_pad, C] arrays.
       thresholds: [n_pad, C] (-inf on padding sites, so they never flip).
 
@@ -120,9 +121,9 @@ def sweep(
             h_i = h_blk[i] if i == 0 else h_blk[i] + inner[i, :i] @ jnp.stack(flips)
             s_i = s_old[i]
             flips.append(jnp.where(s_i * h_i < t[i], -2.0 * s_i, 0.0))
-        s_new = s_old + jnp.stack(flips)
-        fields = fields + cols @ (s_new - s_old)
-        return (lax.dynamic_update_slice_in_dim(spins, s_new, k * bsz, 0), fields), None
+        delta = jnp.stack(flips)
+        fields = fields + cols @ delta
+        return (lax.dynamic_update_slice_in_dim(spins, s_old + delta, k * bsz, 0), fields), None
 
     t = thresholds.reshape(num_blocks, bsz, -1)
     xs = (jnp.arange(num_blocks), blocks.cols, blocks.inner, t)
@@ -130,7 +131,7 @@ def sweep(
     return ChainState(spins, fields), jnp.sum(spins != state.spins, axis=0)
 
 
-def state_energy(blocks: _Blocks, state: ChainState) -> jax.Array:
+def state_energy(blocks: Blocks, state: ChainState) -> jax.Array:
     """E = -1/2 sum_i s_i (h_i + b_i) for each column [C] (uses the cached fields)."""
     return -0.5 * jnp.sum(state.spins * (state.fields + blocks.b[:, None]), axis=0)
 
@@ -140,7 +141,9 @@ def integrated_autocorr_time(x: jax.Array, c: float = 5.0) -> jax.Array:
 
     tau = 1 + 2 sum_{t=1}^{W} rho(t), with the autocorrelation rho from an FFT and
     Sokal's automatic window: the smallest W with W >= c tau(W).
-    Returns a scalar in units of the trace's time step (1 for independent draws).
+    Returns a scalar in units of the trace's time step (1 for independent draws). Each
+    chain is centred on its own mean, which biases tau low by O(W / T): chains need
+    many more than 5 tau records (T) for a trustworthy value.
     """
     num_steps = x.shape[0]
     x = x - x.mean(axis=0)
@@ -226,7 +229,7 @@ def geometric_betas(num_temps: int, beta_min: float = 0.2) -> tuple[float, ...]:
 
 def _run(key, params, betas, init_spins, *, num_samples, num_chains, burn_in, thin, block_size):
     n = params.b.shape[0]
-    blocks = _make_blocks(params, min(block_size, n))
+    blocks = make_blocks(params, min(block_size, n))
     num_temps, per_chain = len(betas), num_samples // num_chains
     num_cols, n_pad = num_temps * num_chains, blocks.b.shape[0]
     beta_arr = jnp.asarray(betas, jnp.float32)
