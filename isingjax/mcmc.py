@@ -93,9 +93,7 @@ def init_state(blocks: Blocks, spins: jax.Array) -> ChainState:
     return ChainState(s, w @ s + blocks.b[:, None])
 
 
-def sweep(
-    blocks: Blocks, state: ChainState, thresholds: jax.Array
-) -> tuple[ChainState, jax.Array]:
+def sweep(blocks: Blocks, state: ChainState, thresholds: jax.Array) -> tuple[ChainState, jax.Array]:
     """One sequential sweep over all sites; site i flips iff s_i h_i < thresholds[i].
 
     Args:

@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import optimize
 
 import isingjax as ij
 from isingjax import exact
+from tests.reference import scipy_asymmetric_plm
 
 
 def population(n=6, beta=1.0, bias_std=0.3, seed=0):
@@ -69,34 +69,6 @@ def test_mean_field_exact_for_independent_spins_and_close_at_weak_coupling():
     nmf_error = max_abs_error(ij.infer(states, "nmf", weights=probs), weak)
     tap_error = max_abs_error(ij.infer(states, "tap", weights=probs), weak)
     assert nmf_error < 1e-2 and tap_error < nmf_error / 5, (nmf_error, tap_error)
-
-
-def scipy_asymmetric_plm(spins, l2, l2_bias):
-    """Per-node L2-penalized logistic regression in float64 with scipy, couplings averaged."""
-    spins = np.asarray(spins, np.float64)
-    m, n = spins.shape
-    a, b = np.zeros((n, n)), np.zeros(n)
-    for i in range(n):
-        others = np.delete(np.arange(n), i)
-        x, y = spins[:, others], spins[:, i]
-
-        def objective(theta, x=x, y=y):
-            margin = 2 * y * (theta[0] + x @ theta[1:])
-            loss = np.mean(np.logaddexp(0, -margin))
-            sig = -2 * y * np.exp(-np.logaddexp(0, margin))  # d loss_mu / d h
-            grad = np.concatenate([[np.mean(sig)], x.T @ sig / m])
-            grad += np.concatenate([[l2_bias * theta[0]], l2 * theta[1:]])
-            return loss + 0.5 * l2_bias * theta[0] ** 2 + 0.5 * l2 * theta[1:] @ theta[1:], grad
-
-        res = optimize.minimize(
-            objective,
-            np.zeros(n),
-            jac=True,
-            method="L-BFGS-B",
-            options=dict(gtol=1e-10, ftol=1e-14, maxiter=10_000),
-        )
-        b[i], a[i, others] = res.x[0], res.x[1:]
-    return (a + a.T) / 2, b
 
 
 def test_asymmetric_plm_matches_scipy_reference():
@@ -209,3 +181,14 @@ def test_infer_rejects_invalid_spins_and_large_exact_ml():
         ij.infer(np.array([[1.0, 0.5], [1.0, -1.0]]), "plm")
     with pytest.raises(ValueError, match="exact_ml .* needs n <= 20; got n = 21"):
         ij.infer(np.ones((5, 21)), "exact_ml")
+
+
+def test_erasure_without_operator_matrix_gives_the_same_fit(monkeypatch):
+    truth = ij.sk_model(jax.random.key(15), 7, beta=1.0, bias_std=0.2)
+    spins = exact.sample(jax.random.key(16), truth, 300)
+    with_phi, info = ij.infer_with_info(spins, "erasure", num_iters=200)
+    monkeypatch.setattr(ij.inference.erasure, "MAX_OPERATOR_ENTRIES", 0)
+    without, info2 = ij.infer_with_info(spins, "erasure", num_iters=200)
+    np.testing.assert_allclose(without.w, with_phi.w, atol=1e-5)
+    np.testing.assert_allclose(without.b, with_phi.b, atol=1e-5)
+    assert info["eps"] == info2["eps"]
