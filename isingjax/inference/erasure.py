@@ -45,15 +45,15 @@ def _make_ops(spins, num_eps):
         phi = jnp.concatenate([spins, spins[:, rows] * spins[:, cols]], axis=1)
         return (lambda theta: theta @ phi.T), (lambda rho: rho @ phi)
 
-    def energy_fn(theta):
-        params = jax.vmap(lambda t: unflatten_params(t, n))(theta)
-        pair = jnp.einsum("mi,eij,mj->em", spins, params.w, spins)
-        return 0.5 * pair + params.b @ spins.T
+    def energy_one(t):
+        params = unflatten_params(t, n)
+        return 0.5 * jnp.sum((spins @ params.w) * spins, axis=1) + spins @ params.b
 
-    def means_fn(rho):
-        corr = jnp.einsum("em,mi,mj->eij", rho, spins, spins)
-        return jnp.concatenate([rho @ spins, corr[:, rows, cols]], axis=1)
+    def means_one(r):
+        corr = (spins * r[:, None]).T @ spins
+        return jnp.concatenate([r @ spins, corr[rows, cols]])
 
+    energy_fn, means_fn = jax.vmap(energy_one), jax.vmap(means_one)
     return energy_fn, means_fn
 
 
