@@ -225,8 +225,11 @@ def geometric_betas(num_temps: int, beta_min: float = 0.2) -> tuple[float, ...]:
     return tuple(float(b) for b in ladder[:-1]) + (1.0,)
 
 
-def _run(key, params, betas, init_spins, *, num_samples, num_chains, burn_in, thin, block_size):
-    n = params.b.shape[0]
+def _run(fn, key, params, betas, init_spins, *, num_samples, num_chains, burn_in, thin, block_size):
+    """Validates the arguments (naming `fn` in errors), then runs the chains."""
+    n = check_params(params)
+    _check_run_args(fn, n, num_samples, num_chains, burn_in, thin, block_size)
+    _check_init(fn, init_spins, num_chains, n)
     blocks = make_blocks(params, min(block_size, n))
     num_temps, per_chain = len(betas), num_samples // num_chains
     num_cols, n_pad = num_temps * num_chains, blocks.b.shape[0]
@@ -318,10 +321,8 @@ def metropolis(
       samples [num_samples, n] float32 ±1, ordered step-major (samples t*num_chains .. are
       the t-th records of every chain), and SamplerInfo diagnostics.
     """
-    n = check_params(params)
-    _check_run_args("metropolis", n, num_samples, num_chains, burn_in, thin, block_size)
-    _check_init("metropolis", init_spins, num_chains, n)
     return _run(
+        "metropolis",
         key,
         params,
         (1.0,),
@@ -352,14 +353,12 @@ def parallel_tempering(
     temperatures in (0, 1] ending at 1.0; samples are those of the beta = 1 replica.
     `init_spins` starts every replica of a chain from the same configuration.
     """
-    n = check_params(params)
-    betas = _check_betas(betas)
-    _check_run_args("parallel_tempering", n, num_samples, num_chains, burn_in, thin, block_size)
-    _check_init("parallel_tempering", init_spins, num_chains, n)
+    betas = tuple(_check_betas(betas).tolist())
     return _run(
+        "parallel_tempering",
         key,
         params,
-        tuple(betas.tolist()),
+        betas,
         init_spins,
         num_samples=num_samples,
         num_chains=num_chains,
