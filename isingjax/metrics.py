@@ -1,10 +1,11 @@
-"""Errors of inferred parameters and of sample statistics."""
+"""Errors of inferred parameters and of sample statistics, and checks of generated samples."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from isingjax import exact
 from isingjax.models import IsingParams, Moments, check_params, energy
 
 
@@ -61,3 +62,50 @@ def energy_stats(params: IsingParams, spins: jax.Array) -> dict[str, jax.Array]:
     """Mean and variance of E(s) under `params` over a sample set spins [M, n]."""
     e = energy(params, spins)
     return {"energy_mean": jnp.mean(e), "energy_var": jnp.var(e)}
+
+
+MAX_INDEX_N = 30  # states are compared through int32 indices
+
+
+def _indices(spins: jax.Array, fn: str) -> jax.Array:
+    n = spins.shape[-1]
+    if n > MAX_INDEX_N:
+        raise ValueError(
+            f"{fn}: states are compared as int32 indices, so n <= {MAX_INDEX_N}; got n = {n}."
+        )
+    return exact.spins_to_index(spins)
+
+
+def unique_fraction(spins: jax.Array) -> jax.Array:
+    """Number of distinct states in spins [K, n] divided by K."""
+    index = jnp.sort(_indices(spins, "unique_fraction"))
+    return (1 + jnp.sum(index[1:] != index[:-1])) / index.shape[0]
+
+
+def copy_fraction(generated: jax.Array, train: jax.Array) -> jax.Array:
+    """Fraction of generated samples [K, n] whose state occurs in the training set [M, n]."""
+    train_index = jnp.sort(_indices(train, "copy_fraction"))
+    index = _indices(generated, "copy_fraction")
+    pos = jnp.clip(jnp.searchsorted(train_index, index), 0, train_index.shape[0] - 1)
+    return jnp.mean(train_index[pos] == index)
+
+
+def expected_copy_fraction(params: IsingParams, train: jax.Array) -> jax.Array:
+    """The copy fraction expected of exact samples: the true probability mass of the
+    distinct training states (n <= 20)."""
+    index = jnp.sort(_indices(train, "expected_copy_fraction"))
+    first = jnp.concatenate([jnp.ones(1, bool), index[1:] != index[:-1]])
+    probs = jnp.exp(exact.log_prob(params, exact.index_to_spins(index, train.shape[1])))
+    return jnp.sum(jnp.where(first, probs, 0.0))
+
+
+def mean_hamming_distance(spins: jax.Array) -> jax.Array:
+    """Mean Hamming distance over the K(K-1)/2 pairs of spins [K, n] (K >= 2).
+
+    For ±1 vectors d(a, b) = (n - a.b) / 2 and sum_{i<j} a_i.a_j = (|sum_i a_i|^2 - K n) / 2.
+    """
+    k, n = spins.shape
+    total = jnp.sum(spins, axis=0)
+    pair_dot = 0.5 * (total @ total - k * n)
+    num_pairs = k * (k - 1) / 2
+    return (n * num_pairs - pair_dot) / (2 * num_pairs)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import isingjax as ij
+from tests.reference import brute_force
 
 
 def test_energy_matches_loop():
@@ -72,3 +73,28 @@ def test_sk_model_rejects_bad_arguments(kwargs, match):
 def test_unflatten_rejects_wrong_length():
     with pytest.raises(ValueError, match="n=4 spins has 10 parameters"):
         ij.unflatten_params(jnp.zeros(9), 4)
+
+
+def test_generator_metrics_against_python_sets():
+    rng = np.random.default_rng(0)
+    train = np.where(rng.random((40, 5)) < 0.7, 1.0, -1.0)
+    generated = np.concatenate([train[:10], np.where(rng.random((30, 5)) < 0.5, 1.0, -1.0)])
+    train_set = {tuple(s) for s in train}
+    expected_copies = np.mean([tuple(s) in train_set for s in generated])
+    np.testing.assert_allclose(ij.metrics.copy_fraction(generated, train), expected_copies)
+    np.testing.assert_allclose(
+        ij.metrics.unique_fraction(generated), len({tuple(s) for s in generated}) / 40
+    )
+    pairs = [np.sum(a != b) for i, a in enumerate(generated) for b in generated[i + 1 :]]
+    np.testing.assert_allclose(
+        ij.metrics.mean_hamming_distance(generated), np.mean(pairs), rtol=1e-6
+    )
+    params = ij.sk_model(jax.random.key(0), 5, beta=1.0, bias_std=0.3)
+    _, probs, states = brute_force(params.w, params.b)
+    mass = sum(p for s, p in zip(states, probs, strict=True) if tuple(s) in train_set)
+    np.testing.assert_allclose(ij.metrics.expected_copy_fraction(params, train), mass, rtol=1e-5)
+
+
+def test_generator_metrics_refuse_large_n():
+    with pytest.raises(ValueError, match="n <= 30; got n = 31"):
+        ij.metrics.unique_fraction(jnp.ones((3, 31)))
