@@ -247,9 +247,18 @@ def write_config(workdir: PathLike, config) -> Path:
 
 
 def append_jsonl(path: PathLike, record: dict) -> None:
-    """Appends one JSON object as a line and flushes it to disk (a finished result is kept)."""
+    """Appends one JSON object as a line and flushes it to disk (a finished result is kept).
+
+    If an interrupted write left a partial last line, the record starts on a new line so
+    only the partial one is lost (read_jsonl skips it and a rerun recomputes that cell).
+    """
+    partial = False
+    if Path(path).exists() and Path(path).stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            partial = f.read(1) != b"\n"
     with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(("\n" if partial else "") + json.dumps(record, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

@@ -189,3 +189,12 @@ def test_load_corrupt_binary(tmp_path):
     path.write_bytes(b"not an array")
     with pytest.raises(ValueError, match=r"junk.npy: cannot be read as .npy"):
         io.load_spins(path)
+
+
+def test_append_after_a_partial_line_keeps_the_new_record(tmp_path):
+    path = tmp_path / "results.jsonl"
+    io.append_jsonl(path, {"cell": 0})
+    with open(path, "a") as f:
+        f.write('{"cell": 1, "va')  # a write cut short by a kill
+    io.append_jsonl(path, {"cell": 2})
+    assert io.read_jsonl(path) == [{"cell": 0}, {"cell": 2}]
