@@ -98,3 +98,13 @@ def test_generator_metrics_against_python_sets():
 def test_generator_metrics_refuse_large_n():
     with pytest.raises(ValueError, match="n <= 30; got n = 31"):
         ij.metrics.unique_fraction(jnp.ones((3, 31)))
+
+
+def test_energy_stats_against_numpy():
+    params = ij.sk_model(jax.random.key(1), 6, beta=1.0, bias_std=0.3)
+    spins = np.where(np.random.default_rng(1).random((50, 6)) < 0.5, 1.0, -1.0)
+    w, b = np.asarray(params.w, np.float64), np.asarray(params.b, np.float64)
+    e = np.array([-(0.5 * s @ w @ s + b @ s) for s in spins])
+    stats = ij.metrics.energy_stats(params, jnp.asarray(spins, jnp.float32))
+    np.testing.assert_allclose(stats["energy_mean"], e.mean(), rtol=1e-5)
+    np.testing.assert_allclose(stats["energy_var"], e.var(), rtol=1e-4)
