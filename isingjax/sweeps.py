@@ -44,25 +44,33 @@ def prefix_weights(sample_sizes: Sequence[int], m_max: int) -> jax.Array:
     return (np.arange(m_max)[None, :] < sizes[:, None]).astype(np.float32)
 
 
-def run_over_seeds(stage_fn: Callable, seeds: Sequence[int], *args):
-    """Calls stage_fn(seeds_array [S], *args) with the seed axis sharded over all devices.
+def run_over_seeds(stage_fn: Callable, seeds, *args):
+    """Calls stage_fn(seeds, *args) with the seed axis sharded over all devices.
 
-    stage_fn must be jitted and map over the leading axis of its first argument (vmap);
-    the other arguments are replicated. Returns the outputs as NumPy arrays with the
-    padding removed, identical (to float tolerance) to a single-device call.
+    seeds: the seed numbers [S], or a dict of per-seed arrays with leading axis S (e.g.
+    {"seed": [S], "generated": [S, K, n]}). stage_fn must be jitted and map over that
+    leading axis (vmap); the other arguments are replicated. Returns the outputs as NumPy
+    arrays with the padding removed, identical (to float tolerance) to a single-device call.
     """
-    seeds = np.asarray(seeds, np.int32)
+    per_seed = jax.tree.map(np.asarray, seeds)
+    if not isinstance(seeds, dict):
+        per_seed = per_seed.astype(np.int32)
+    num_seeds = len(jax.tree.leaves(per_seed)[0])
     num_devices = jax.device_count()
     if num_devices == 1:
-        return jax.device_get(stage_fn(jnp.asarray(seeds), *args))
-    padded = np.concatenate([seeds, np.repeat(seeds[-1:], (-len(seeds)) % num_devices)])
+        return jax.device_get(stage_fn(jax.tree.map(jnp.asarray, per_seed), *args))
+    pad = (-num_seeds) % num_devices
     mesh = Mesh(np.asarray(jax.devices()), (SEED_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(SEED_AXIS))
-    sharded = jax.make_array_from_callback(padded.shape, sharding, lambda idx: padded[idx])
-    out = stage_fn(sharded, *args)
+
+    def shard(x):
+        padded = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+        return jax.make_array_from_callback(padded.shape, sharding, lambda idx: padded[idx])
+
+    out = stage_fn(jax.tree.map(shard, per_seed), *args)
     if jax.process_count() > 1:
         out = multihost_utils.process_allgather(out, tiled=True)
-    return jax.tree.map(lambda x: np.asarray(x)[: len(seeds)], out)
+    return jax.tree.map(lambda x: np.asarray(x)[:num_seeds], out)
 
 
 def cell_key(record: dict, coords: Iterable[str]) -> tuple:

@@ -82,3 +82,27 @@ def ddim_sample(
 
     x, _ = lax.scan(step, x, (jnp.asarray(steps[::-1]), jnp.asarray(prev_steps[::-1])))
     return x
+
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+def sample_spins(
+    key: jax.Array,
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    *,
+    num_samples: int,
+    n: int,
+    sampler: str = "ddim",
+    num_steps: int = 50,
+) -> jax.Array:
+    """Spins [num_samples, n] (float32 ±1) from the ancestral sampler ('ddpm', all T steps)
+    or from DDIM on num_steps steps ('ddim'), thresholded."""
+    if sampler == "ddpm":
+        x = ddpm_sample(key, eps_fn, schedule, num_samples=num_samples, n=n)
+    elif sampler == "ddim":
+        x = ddim_sample(key, eps_fn, schedule, num_samples=num_samples, n=n, num_steps=num_steps)
+    else:
+        raise ValueError(f"unknown diffusion sampler {sampler!r}; choose one of {SAMPLERS}.")
+    return threshold(x)

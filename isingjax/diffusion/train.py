@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from jax import lax
@@ -90,8 +91,13 @@ def checkpoint_manager(directory: str | Path) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
+def _step(state: TrainState) -> int:
+    """The state's step (the largest one for a state stacked over seeds)."""
+    return int(np.max(np.asarray(state.step)))
+
+
 def save(manager: ocp.CheckpointManager, state: TrainState) -> None:
-    manager.save(int(state.step), args=ocp.args.StandardSave(state._asdict()))
+    manager.save(_step(state), args=ocp.args.StandardSave(state._asdict()))
     manager.wait_until_finished()
 
 
@@ -119,6 +125,7 @@ def train(
 
     With a manager that already holds checkpoints, training resumes from the latest one
     (its steps are not repeated). on_chunk(state, losses) is called after every chunk.
+    A state stacked over seeds works the same with chunk_fn vmapped over seeds.
     """
     if num_steps % chunk_steps:
         raise ValueError(
@@ -127,7 +134,7 @@ def train(
     if manager is not None:
         state = restore(manager, state) or state
     chunk = jax.jit(chunk_fn, static_argnums=3)
-    while int(state.step) < num_steps:
+    while _step(state) < num_steps:
         state, losses = chunk(state, data, weights, chunk_steps)
         if manager is not None:
             save(manager, state)
