@@ -30,24 +30,7 @@ def get_config(arg: str | None = None):
     config.inference.options.plm = ConfigDict({"l2_per_sample": 1.0})
     config.inference.options.exact_ml = ConfigDict({"max_iter": 300})
 
-    config.diffusion = ConfigDict()
-    config.diffusion.widths = (64, 128, 256)  # the paper's network is (128, 256, 512)
-    config.diffusion.time_dim = 64
-    config.diffusion.schedule = "linear"
-    config.diffusion.num_steps = 1000  # T
-    config.diffusion.learning_rate = 1e-3
-    config.diffusion.batch_size = 256
-    config.diffusion.ema_decay = 0.995
-    config.diffusion.use_ema = True  # generate with the EMA parameters
-    config.diffusion.train_steps = 4000
-    config.diffusion.checkpoint_every = 500  # the criterion is measured at each checkpoint
-    config.diffusion.sampler = "ddim"  # 'ddim' (ddim_steps steps) or 'ddpm' (all T steps)
-    config.diffusion.ddim_steps = 50
-
-    config.criterion = ConfigDict()
-    config.criterion.method = "plm"  # estimator whose observed-data fit defines Var[E]
-    config.criterion.num_samples = 1000  # generated per checkpoint
-    config.criterion.tol = 0.1  # earliest checkpoint with |Var_gen / Var_obs - 1| <= tol
+    base_config.add_diffusion(config)
 
     config.baselines = ConfigDict()
     config.baselines.l2_grid = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # plm l2_per_sample

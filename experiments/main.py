@@ -8,9 +8,14 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from isingjax.pipelines import augment, inverse, sample
+from isingjax.pipelines import augment, guided, inverse, sample
 
-PIPELINES = {"augment": augment.run, "inverse": inverse.run, "sample": sample.run}
+PIPELINES = {
+    "augment": augment.run,
+    "guided": guided.run,
+    "inverse": inverse.run,
+    "sample": sample.run,
+}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A configs/*.py file; append ':quick' for its small variant.", lock_config=True

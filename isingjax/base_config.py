@@ -26,3 +26,26 @@ def default() -> ConfigDict:
     config.sampler.num_temps = 8  # replicas per chain in parallel tempering
     config.sampler.beta_min = 0.2  # lowest inverse temperature of the geometric ladder
     return config
+
+
+def add_diffusion(config: ConfigDict) -> ConfigDict:
+    """Adds the DDPM (config.diffusion) and its checkpoint criterion (config.criterion)."""
+    config.diffusion = ConfigDict()
+    config.diffusion.widths = (64, 128, 256)  # the paper's network is (128, 256, 512)
+    config.diffusion.time_dim = 64
+    config.diffusion.schedule = "linear"  # or 'cosine'
+    config.diffusion.num_steps = 1000  # T
+    config.diffusion.learning_rate = 1e-3
+    config.diffusion.batch_size = 256
+    config.diffusion.ema_decay = 0.995
+    config.diffusion.use_ema = True  # generate with the EMA parameters
+    config.diffusion.train_steps = 4000
+    config.diffusion.checkpoint_every = 500  # the criterion is measured at each checkpoint
+    config.diffusion.sampler = "ddim"  # 'ddim' (ddim_steps steps) or 'ddpm' (all T steps)
+    config.diffusion.ddim_steps = 50
+
+    config.criterion = ConfigDict()
+    config.criterion.method = "plm"  # estimator whose observed-data fit defines Var[E]
+    config.criterion.num_samples = 1000  # generated per checkpoint
+    config.criterion.tol = 0.1  # earliest checkpoint with |Var_gen / Var_obs - 1| <= tol
+    return config

@@ -79,6 +79,10 @@ SHARDED_SCRIPT = textwrap.dedent("""
     stage = inverse.make_stage_fn(tiny_config(), "plm")
     out = sweeps.run_over_seeds(stage, [0, 1, 2, 3, 4, 5], jax.random.key(0), 1.0)
     np.save({path!r}, out["mse"]["all"])
+    per_seed = jax.jit(jax.vmap(lambda d, c: d["x"].sum() * c + d["seed"], in_axes=(0, None)))
+    x = np.arange(18.0).reshape(6, 3)
+    dict_out = sweeps.run_over_seeds(per_seed, {{"seed": np.arange(6), "x": x}}, 2.0)
+    np.save({path!r} + ".dict.npy", dict_out)
 """)
 
 
@@ -96,6 +100,9 @@ def test_sharded_over_four_devices_equals_single_device(tmp_path):
     stage = inverse.make_stage_fn(tiny_config(), "plm")
     single = sweeps.run_over_seeds(stage, [0, 1, 2, 3, 4, 5], jax.random.key(0), 1.0)
     np.testing.assert_allclose(np.load(path), single["mse"]["all"], rtol=1e-4, atol=1e-7)
+    # Per-seed arrays given as a dict are sharded along their leading axis.
+    x = np.arange(18.0).reshape(6, 3)
+    np.testing.assert_allclose(np.load(path + ".dict.npy"), x.sum(axis=1) * 2.0 + np.arange(6))
 
 
 def _numeric_cells(path):

@@ -24,6 +24,11 @@ from jax import lax
 from isingjax.diffusion.schedule import Schedule
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+# corrector(key, x [B, n], t [] step) -> x: moves x at noise level t before each reverse
+# step (the corrector of predictor-corrector sampling, Song et al., ICLR 2021); e.g. the
+# Langevin steps of isingjax.guidance. None = no corrector.
+Corrector = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+CORRECTOR_STREAM = 2**31 - 1  # fold_in(key, this) keys the corrector's noise
 
 
 def threshold(x: jax.Array) -> jax.Array:
@@ -32,14 +37,23 @@ def threshold(x: jax.Array) -> jax.Array:
 
 
 def ddpm_sample(
-    key: jax.Array, eps_fn: EpsFn, schedule: Schedule, *, num_samples: int, n: int
+    key: jax.Array,
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    *,
+    num_samples: int,
+    n: int,
+    corrector: Corrector | None = None,
 ) -> jax.Array:
     """Ancestral sampling over all T steps; returns continuous x_0 [num_samples, n]."""
     init_key, noise_key = jax.random.split(key)
     x = jax.random.normal(init_key, (num_samples, n))
+    corrector_key = jax.random.fold_in(key, CORRECTOR_STREAM)
 
     def step(x, t):
         i = t - 1
+        if corrector is not None:
+            x = corrector(jax.random.fold_in(corrector_key, t), x, t)
         eps = eps_fn(x, jnp.full((num_samples,), t))
         mean = (x - schedule.betas[i] / jnp.sqrt(1.0 - schedule.alpha_bars[i]) * eps) / jnp.sqrt(
             schedule.alphas[i]
@@ -66,14 +80,18 @@ def ddim_sample(
     num_samples: int,
     n: int,
     num_steps: int,
+    corrector: Corrector | None = None,
 ) -> jax.Array:
     """Deterministic DDIM (eta = 0) on `num_steps` steps; returns x_0 [num_samples, n]."""
     steps = ddim_steps(num_steps, schedule.num_steps)
     prev_steps = np.concatenate([[0], steps[:-1]])
     x = jax.random.normal(key, (num_samples, n))
+    corrector_key = jax.random.fold_in(key, CORRECTOR_STREAM)
 
     def step(x, ts):
         t, t_prev = ts
+        if corrector is not None:
+            x = corrector(jax.random.fold_in(corrector_key, t), x, t)
         abar = schedule.alpha_bars[t - 1]
         abar_prev = jnp.where(t_prev > 0, schedule.alpha_bars[jnp.maximum(t_prev, 1) - 1], 1.0)
         eps = eps_fn(x, jnp.full((num_samples,), t))
@@ -96,13 +114,15 @@ def sample_spins(
     n: int,
     sampler: str = "ddim",
     num_steps: int = 50,
+    corrector: Corrector | None = None,
 ) -> jax.Array:
     """Spins [num_samples, n] (float32 ±1) from the ancestral sampler ('ddpm', all T steps)
     or from DDIM on num_steps steps ('ddim'), thresholded."""
+    shape = dict(num_samples=num_samples, n=n, corrector=corrector)
     if sampler == "ddpm":
-        x = ddpm_sample(key, eps_fn, schedule, num_samples=num_samples, n=n)
+        x = ddpm_sample(key, eps_fn, schedule, **shape)
     elif sampler == "ddim":
-        x = ddim_sample(key, eps_fn, schedule, num_samples=num_samples, n=n, num_steps=num_steps)
+        x = ddim_sample(key, eps_fn, schedule, num_steps=num_steps, **shape)
     else:
         raise ValueError(f"unknown diffusion sampler {sampler!r}; choose one of {SAMPLERS}.")
     return threshold(x)

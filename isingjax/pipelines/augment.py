@@ -35,14 +35,12 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 
 from isingjax import exact, inference, io, metrics, sweeps
-from isingjax.diffusion import criterion, sampling, schedule, score_net, train
 from isingjax.inference import plm
 from isingjax.models import energy, sk_model
-from isingjax.pipelines import common
+from isingjax.pipelines import common, diffusion_stage
 
 COORDS = ("beta", "num_samples", "method", "arm", "ratio", "seed")
 EXTRA_ARMS = ("diffusion", "bootstrap", "oracle")  # observed + K extra spins
@@ -51,14 +49,8 @@ BIAS_SCALINGS = ("none", "beta/sqrt(n)")
 
 def validate_config(config) -> None:
     sizes, methods = config.sweep.sample_sizes, config.inference.methods
-    d, c = config.diffusion, config.criterion
-    positive_ints = [
-        (f"diffusion.{k}", d[k], common.is_int(d[k], 1), "an integer >= 1")
-        for k in ("train_steps", "checkpoint_every", "batch_size", "num_steps", "time_dim")
-    ]
     common.check_fields(
         common.model_checks(config)
-        + positive_ints
         + [
             ("model.n", config.model.n, config.model.n <= exact.MAX_N, f"<= {exact.MAX_N}"),
             (
@@ -87,44 +79,6 @@ def validate_config(config) -> None:
                 f"a non-empty tuple drawn from {tuple(inference.METHODS)}",
             ),
             (
-                "criterion.method",
-                c.method,
-                c.method in inference.METHODS,
-                f"one of {tuple(inference.METHODS)}",
-            ),
-            ("criterion.num_samples", c.num_samples, common.is_int(c.num_samples, 2), ">= 2"),
-            ("criterion.tol", c.tol, c.tol > 0, "> 0"),
-            (
-                "diffusion.train_steps",
-                d.train_steps,
-                d.train_steps % d.checkpoint_every == 0,
-                f"a multiple of diffusion.checkpoint_every ({d.checkpoint_every})",
-            ),
-            (
-                "diffusion.schedule",
-                d.schedule,
-                d.schedule in schedule.SCHEDULES,
-                f"one of {schedule.SCHEDULES}",
-            ),
-            (
-                "diffusion.sampler",
-                d.sampler,
-                d.sampler in sampling.SAMPLERS,
-                f"one of {sampling.SAMPLERS}",
-            ),
-            (
-                "diffusion.ddim_steps",
-                d.ddim_steps,
-                common.is_int(d.ddim_steps, 1) and d.ddim_steps <= d.num_steps,
-                f"an integer in [1, diffusion.num_steps = {d.num_steps}]",
-            ),
-            (
-                "diffusion.widths",
-                d.widths,
-                len(d.widths) >= 1 and all(common.is_int(w, 1) for w in d.widths),
-                "a non-empty tuple of integers >= 1",
-            ),
-            (
                 "baselines.l2_grid",
                 config.baselines.l2_grid,
                 len(config.baselines.l2_grid) >= 1
@@ -138,14 +92,9 @@ def validate_config(config) -> None:
                 "in (0, 1)",
             ),
         ]
+        + diffusion_stage.config_checks(config)
     )
-    for method in set(methods) | {c.method}:
-        unknown = set(config.inference.options.get(method, {})) - set(inference.options_of(method))
-        if unknown:
-            raise ValueError(
-                f"config.inference.options.{method} has unknown option(s) {sorted(unknown)}; "
-                f"allowed: {inference.options_of(method)}."
-            )
+    diffusion_stage.check_options(config, set(methods) | {config.criterion.method})
 
 
 def bias_std(config, beta: float) -> float:
@@ -169,176 +118,27 @@ def _truth_and_data(config, seed, root, beta, m):
     return truth, observed, oracle
 
 
-def _fit_fn(config, method: str):
-    options = dict(config.inference.options.get(method, {}))
-    return lambda spins, weights=None: inference.METHODS[method](spins, weights, **options)[0]
-
-
-class Diffusion:
-    """The network, schedule and sampler of a config, and the per-seed generator."""
-
-    def __init__(self, config):
-        d = config.diffusion
-        self.config = config
-        self.net = score_net.ScoreNet(config.model.n, tuple(d.widths), d.time_dim)
-        self.schedule = schedule.make_schedule(d.schedule, d.num_steps)
-        self.init_fn, self.chunk_fn = train.make_train_fns(
-            self.net,
-            self.schedule,
-            optax.adam(d.learning_rate),
-            batch_size=d.batch_size,
-            ema_decay=d.ema_decay,
-        )
-
-    def sampling_params(self, state: train.TrainState):
-        return state.ema_params if self.config.diffusion.use_ema else state.params
-
-    def generate(self, params, key, num_samples: int):
-        d = self.config.diffusion
-        return sampling.sample_spins(
-            key,
-            lambda x, t: self.net.apply(params, x, t),
-            self.schedule,
-            num_samples=num_samples,
-            n=self.config.model.n,
-            sampler=d.sampler,
-            num_steps=d.ddim_steps,
-        )
-
-    def vmapped_chunk(self, state, data, weights, num_steps: int):
-        return jax.vmap(lambda s, x, w: self.chunk_fn(s, x, w, num_steps))(state, data, weights)
-
-
-def _block_tag(beta, m) -> str:
-    return f"beta{beta:g}_m{m}"
-
-
-def _train(config, diffusion, workdir, root, beta, m, observed):
-    """Trains one DDPM per seed (vmapped); returns the final stacked state and manager."""
-    d = config.diffusion
-    seeds = jnp.arange(config.num_seeds)
-    keys = jax.vmap(lambda s: jax.random.fold_in(_keys(root, s)["diffusion"], m))(seeds)
-    state = jax.vmap(lambda k: diffusion.init_fn(k, config.model.n))(keys)
-    manager = train.checkpoint_manager(workdir / "checkpoints" / _block_tag(beta, m))
-    start = time.time()
-
-    def on_chunk(state, losses):
-        step = int(np.max(state.step))
-        io.append_jsonl(
-            workdir / "metrics.jsonl",
-            {
-                "kind": "train",
-                "beta": beta,
-                "num_samples": m,
-                "step": step,
-                "loss": np.asarray(losses).mean(axis=1).tolist(),  # per seed, over the chunk
-            },
-        )
-        logging.info(
-            "augment: beta=%g M=%d diffusion step %d/%d, loss %.4f (%.1fs)",
-            beta,
-            m,
-            step,
-            d.train_steps,
-            float(np.mean(losses)),
-            time.time() - start,
-        )
-
-    state = train.train(
-        state,
-        diffusion.vmapped_chunk,
-        observed,
-        jnp.ones(observed.shape[:2]),
-        num_steps=d.train_steps,
-        chunk_steps=d.checkpoint_every,
-        manager=manager,
-        on_chunk=on_chunk,
-    )
-    return state, manager
-
-
-def _criterion_fn(config, diffusion):
-    """jit(vmap over seeds): the criterion's measurements at one checkpoint."""
-    fit = _fit_fn(config, config.criterion.method)
-    num = config.criterion.num_samples
-
-    def one_seed(params, key, observed, truth, inferred):
-        x = diffusion.generate(params, key, num)
-        augmented = jnp.concatenate([observed, x])
-        out = {
-            "var_gen_inferred": jnp.var(energy(inferred, x)),
-            "var_obs_inferred": jnp.var(energy(inferred, observed)),
-            "var_gen_true": jnp.var(energy(truth, x)),
-            "var_obs_true": jnp.var(energy(truth, observed)),
-            "mean_gen_true": jnp.mean(energy(truth, x)),
-            "copy_fraction": metrics.copy_fraction(x, observed),
-            "unique_fraction": metrics.unique_fraction(x),
-            "mse_augmented": metrics.param_mse(fit(augmented), truth)["all"],
-            "mse_observed": metrics.param_mse(inferred, truth)["all"],
-        }
-        return out
-
-    return jax.jit(jax.vmap(one_seed))
-
-
-def _evaluate_checkpoints(config, diffusion, workdir, root, beta, m, state, manager, data):
-    """Criterion records for every checkpoint (skipping recorded ones); returns them."""
-    truth, observed = data
-    path = workdir / "metrics.jsonl"
-
-    def recorded():
-        return {
-            (r["step"], r["seed"]): r
-            for r in io.read_jsonl(path)
-            if r.get("kind") == "criterion" and r["beta"] == beta and r["num_samples"] == m
-        }
-
-    seeds = list(range(config.num_seeds))
-    have = recorded()
-    todo = [s for s in manager.all_steps() if any((s, i) not in have for i in seeds)]
-    if todo:
-        fit = _fit_fn(config, config.criterion.method)
-        inferred = jax.jit(jax.vmap(fit))(observed)
-        measure = _criterion_fn(config, diffusion)
-        keys = jax.vmap(lambda s: _keys(root, s)["criterion"])(jnp.arange(len(seeds)))
-        for step in todo:
-            params = diffusion.sampling_params(train.restore(manager, state, step))
-            out = jax.device_get(measure(params, keys, observed, truth, inferred))
-            for i in seeds:
-                record = {"kind": "criterion", "beta": beta, "num_samples": m, "step": step}
-                record |= {"seed": i} | {k: float(v[i]) for k, v in out.items()}
-                io.append_jsonl(path, record)
-    have = recorded()
-    return [[have[(s, i)] for s in manager.all_steps()] for i in seeds]
-
-
-def _generated(config, diffusion, workdir, root, beta, m, state, manager, data):
+def _generated(config, diffusion, workdir, root, beta, m, truth, observed):
     """The generated spins [S, K_max, n] of each seed's chosen checkpoint (cached in
     generated/<block>.npz) and that checkpoint's generator checks in metrics.jsonl."""
-    path = workdir / "generated" / f"{_block_tag(beta, m)}.npz"
+    tag = f"beta{beta:g}_m{m}"
+    path = workdir / "generated" / f"{tag}.npz"
     if path.exists():
         return np.load(path)["spins"].astype(np.float32)
-    truth, observed = data
-    records = _evaluate_checkpoints(config, diffusion, workdir, root, beta, m, state, manager, data)
-    steps = [r["step"] for r in records[0]]
-    chosen = [
-        criterion.select(
-            steps,
-            [r["var_gen_inferred"] for r in rs],
-            rs[0]["var_obs_inferred"],
-            tol=config.criterion.tol,
-        )
-        for rs in records
-    ]
-    restored = {s: diffusion.sampling_params(train.restore(manager, state, s)) for s in set(chosen)}
-    params = jax.tree.map(
-        lambda *leaves: jnp.stack(leaves),
-        *[jax.tree.map(lambda x, i=i: x[i], restored[s]) for i, s in enumerate(chosen)],
+    seeds = jnp.arange(config.num_seeds)
+    params, chosen = diffusion_stage.train_and_select(
+        config,
+        diffusion,
+        workdir,
+        {"beta": beta, "num_samples": m},
+        tag=tag,
+        train_keys=jax.vmap(lambda s: jax.random.fold_in(_keys(root, s)["diffusion"], m))(seeds),
+        criterion_keys=jax.vmap(lambda s: _keys(root, s)["criterion"])(seeds),
+        observed=observed,
+        truth=truth,
     )
     k_max = max(config.augment.ratios) * m
-    keys = jax.vmap(lambda s: jax.random.fold_in(_keys(root, s)["generate"], m))(
-        jnp.arange(config.num_seeds)
-    )
+    keys = jax.vmap(lambda s: jax.random.fold_in(_keys(root, s)["generate"], m))(seeds)
     spins = jax.jit(jax.vmap(lambda p, k: diffusion.generate(p, k, k_max)))(params, keys)
     checks = jax.jit(jax.vmap(_generator_checks))(spins, observed, truth)
     for i, step in enumerate(chosen):
@@ -399,7 +199,7 @@ def make_stage_fn(config, method: str, m: int):
     """jit(vmap over seeds): fn({'seed', 'generated'}, root, beta) -> errors of every arm."""
     ratios = jnp.asarray(config.augment.ratios)
     k_max = max(config.augment.ratios) * m
-    fit = _fit_fn(config, method)
+    fit = diffusion_stage.fit_fn(config, method)
     masks = jnp.concatenate(
         [jnp.ones((len(ratios), m)), (jnp.arange(k_max)[None, :] < ratios[:, None] * m)], axis=1
     ).astype(jnp.float32)
@@ -462,7 +262,7 @@ def run(config, workdir) -> list[dict]:
     workdir, results_path = common.prepare_workdir(config, workdir)
     done = sweeps.finished(results_path, COORDS)
     root = jax.random.key(config.seed)
-    diffusion = Diffusion(config)
+    diffusion = diffusion_stage.Diffusion(config)
     seeds, start = np.arange(config.num_seeds), time.time()
     for beta in (float(b) for b in config.model.betas):
         for m in config.sweep.sample_sizes:
@@ -473,9 +273,7 @@ def run(config, workdir) -> list[dict]:
                 jax.vmap(lambda s, m=m, beta=beta: _truth_and_data(config, s, root, beta, m))
             )
             truth, observed, _ = setup(jnp.asarray(seeds))
-            state, manager = _train(config, diffusion, workdir, root, beta, m, observed)
-            data = (truth, observed)
-            generated = _generated(config, diffusion, workdir, root, beta, m, state, manager, data)
+            generated = _generated(config, diffusion, workdir, root, beta, m, truth, observed)
             for method in config.inference.methods:
                 if {c for c in cells if c[2] == method} <= done:
                     continue
@@ -703,7 +501,7 @@ def _plot_energy_histograms(path, workdir, config):
     betas = [float(b) for b in config.model.betas]
     fig, axes = common.new_figure(1, len(betas), 4.0, 3.2)
     for ax, beta in zip(axes[0], betas, strict=True):
-        file = workdir / "generated" / f"{_block_tag(beta, m)}.npz"
+        file = workdir / "generated" / f"beta{beta:g}_m{m}.npz"
         if not file.exists():
             continue
         truth, observed, _ = _truth_and_data(config, 0, root, beta, m)

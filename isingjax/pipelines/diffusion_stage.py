@@ -1,0 +1,219 @@
+"""The diffusion stage shared by the `augment` and `guided` pipelines: one DDPM per seed
+(vmapped over seeds), trained with Orbax checkpoints, and at every checkpoint the
+energy-variance criterion (isingjax/diffusion/criterion.py), whose chosen checkpoint
+supplies the generator.
+
+Config fields read: model.n, num_seeds, diffusion.*, criterion.*, inference.options.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from isingjax import inference, io, metrics
+from isingjax.diffusion import criterion, sampling, schedule, score_net, train
+from isingjax.models import energy
+from isingjax.pipelines import common
+
+
+def config_checks(config) -> list:
+    """check_fields entries of the diffusion.* and criterion.* fields."""
+    d, c = config.diffusion, config.criterion
+    return [
+        (f"diffusion.{k}", d[k], common.is_int(d[k], 1), "an integer >= 1")
+        for k in ("train_steps", "checkpoint_every", "batch_size", "num_steps", "time_dim")
+    ] + [
+        (
+            "diffusion.train_steps",
+            d.train_steps,
+            d.train_steps % d.checkpoint_every == 0,
+            f"a multiple of diffusion.checkpoint_every ({d.checkpoint_every})",
+        ),
+        (
+            "diffusion.schedule",
+            d.schedule,
+            d.schedule in schedule.SCHEDULES,
+            f"one of {schedule.SCHEDULES}",
+        ),
+        (
+            "diffusion.sampler",
+            d.sampler,
+            d.sampler in sampling.SAMPLERS,
+            f"one of {sampling.SAMPLERS}",
+        ),
+        (
+            "diffusion.ddim_steps",
+            d.ddim_steps,
+            common.is_int(d.ddim_steps, 1) and d.ddim_steps <= d.num_steps,
+            f"an integer in [1, diffusion.num_steps = {d.num_steps}]",
+        ),
+        (
+            "diffusion.widths",
+            d.widths,
+            len(d.widths) >= 1 and all(common.is_int(w, 1) for w in d.widths),
+            "a non-empty tuple of integers >= 1",
+        ),
+        (
+            "criterion.method",
+            c.method,
+            c.method in inference.METHODS,
+            f"one of {tuple(inference.METHODS)}",
+        ),
+        ("criterion.num_samples", c.num_samples, common.is_int(c.num_samples, 2), ">= 2"),
+        ("criterion.tol", c.tol, c.tol > 0, "> 0"),
+    ]
+
+
+def check_options(config, methods) -> None:
+    """Unknown keys in config.inference.options.<method> are errors."""
+    for method in methods:
+        unknown = set(config.inference.options.get(method, {})) - set(inference.options_of(method))
+        if unknown:
+            raise ValueError(
+                f"config.inference.options.{method} has unknown option(s) {sorted(unknown)}; "
+                f"allowed: {inference.options_of(method)}."
+            )
+
+
+def fit_fn(config, method: str):
+    """spins [M, n], weights [M] | None -> IsingParams, with the config's options."""
+    options = dict(config.inference.options.get(method, {}))
+    return lambda spins, weights=None: inference.METHODS[method](spins, weights, **options)[0]
+
+
+class Diffusion:
+    """The network, schedule and sampler of a config."""
+
+    def __init__(self, config):
+        d = config.diffusion
+        self.config = config
+        self.net = score_net.ScoreNet(config.model.n, tuple(d.widths), d.time_dim)
+        self.schedule = schedule.make_schedule(d.schedule, d.num_steps)
+        self.init_fn, self.chunk_fn = train.make_train_fns(
+            self.net,
+            self.schedule,
+            optax.adam(d.learning_rate),
+            batch_size=d.batch_size,
+            ema_decay=d.ema_decay,
+        )
+
+    def sampling_params(self, state: train.TrainState):
+        return state.ema_params if self.config.diffusion.use_ema else state.params
+
+    def eps_fn(self, params):
+        return lambda x, t: self.net.apply(params, x, t)
+
+    def generate(self, params, key, num_samples: int):
+        """num_samples spins (±1) from the network with parameters params."""
+        d = self.config.diffusion
+        return sampling.sample_spins(
+            key,
+            self.eps_fn(params),
+            self.schedule,
+            num_samples=num_samples,
+            n=self.config.model.n,
+            sampler=d.sampler,
+            num_steps=d.ddim_steps,
+        )
+
+    def vmapped_chunk(self, state, data, weights, num_steps: int):
+        return jax.vmap(lambda s, x, w: self.chunk_fn(s, x, w, num_steps))(state, data, weights)
+
+
+def _criterion_fn(config, diffusion):
+    """jit(vmap over seeds): the criterion's measurements at one checkpoint."""
+    fit = fit_fn(config, config.criterion.method)
+
+    def one_seed(params, key, observed, truth, inferred):
+        x = diffusion.generate(params, key, config.criterion.num_samples)
+        return {
+            "var_gen_inferred": jnp.var(energy(inferred, x)),
+            "var_obs_inferred": jnp.var(energy(inferred, observed)),
+            "var_gen_true": jnp.var(energy(truth, x)),
+            "var_obs_true": jnp.var(energy(truth, observed)),
+            "mean_gen_true": jnp.mean(energy(truth, x)),
+            "copy_fraction": metrics.copy_fraction(x, observed),
+            "unique_fraction": metrics.unique_fraction(x),
+            "mse_augmented": metrics.param_mse(fit(jnp.concatenate([observed, x])), truth)["all"],
+            "mse_observed": metrics.param_mse(inferred, truth)["all"],
+        }
+
+    return jax.jit(jax.vmap(one_seed))
+
+
+def train_and_select(
+    config, diffusion, workdir, meta: dict, *, tag, train_keys, criterion_keys, observed, truth
+):
+    """Trains one DDPM per seed on observed [S, M, n] (resuming from checkpoints/<tag>),
+    measures the criterion at every checkpoint (records {"kind": "criterion"} | meta in
+    metrics.jsonl, skipping recorded ones) and returns (sampling parameters of each
+    seed's chosen checkpoint, stacked over seeds; the chosen steps)."""
+    d, path = config.diffusion, workdir / "metrics.jsonl"
+    num_seeds = observed.shape[0]
+    state = jax.vmap(lambda k: diffusion.init_fn(k, config.model.n))(train_keys)
+    manager = train.checkpoint_manager(workdir / "checkpoints" / tag)
+    start = time.time()
+
+    def on_chunk(state, losses):
+        step = int(np.max(state.step))
+        # the chunk's mean loss per seed
+        record = {"kind": "train"} | meta | {"step": step}
+        io.append_jsonl(path, record | {"loss": np.asarray(losses).mean(axis=1).tolist()})
+        logging.info(
+            "%s: diffusion step %d/%d, loss %.4f (%.1fs)",
+            tag,
+            step,
+            d.train_steps,
+            float(np.mean(losses)),
+            time.time() - start,
+        )
+
+    state = train.train(
+        state,
+        diffusion.vmapped_chunk,
+        observed,
+        jnp.ones(observed.shape[:2]),
+        num_steps=d.train_steps,
+        chunk_steps=d.checkpoint_every,
+        manager=manager,
+        on_chunk=on_chunk,
+    )
+
+    def recorded():
+        return {
+            (r["step"], r["seed"]): r
+            for r in io.read_jsonl(path)
+            if r.get("kind") == "criterion" and all(r.get(k) == v for k, v in meta.items())
+        }
+
+    steps, have = list(manager.all_steps()), recorded()
+    todo = [s for s in steps if any((s, i) not in have for i in range(num_seeds))]
+    if todo:
+        inferred = jax.jit(jax.vmap(fit_fn(config, config.criterion.method)))(observed)
+        measure = _criterion_fn(config, diffusion)
+        for step in todo:
+            params = diffusion.sampling_params(train.restore(manager, state, step))
+            out = jax.device_get(measure(params, criterion_keys, observed, truth, inferred))
+            for i in range(num_seeds):
+                record = {"kind": "criterion"} | meta | {"step": step, "seed": i}
+                io.append_jsonl(path, record | {k: float(v[i]) for k, v in out.items()})
+        have = recorded()
+    chosen = []
+    for i in range(num_seeds):
+        rows = [have[(s, i)] for s in steps]
+        var_gen = [r["var_gen_inferred"] for r in rows]
+        chosen.append(
+            criterion.select(steps, var_gen, rows[0]["var_obs_inferred"], tol=config.criterion.tol)
+        )
+    restored = {s: diffusion.sampling_params(train.restore(manager, state, s)) for s in set(chosen)}
+    params = jax.tree.map(
+        lambda *leaves: jnp.stack(leaves),
+        *[jax.tree.map(lambda x, i=i: x[i], restored[s]) for i, s in enumerate(chosen)],
+    )
+    return params, chosen
