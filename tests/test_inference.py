@@ -192,3 +192,18 @@ def test_erasure_without_operator_matrix_gives_the_same_fit(monkeypatch):
     np.testing.assert_allclose(without.w, with_phi.w, atol=1e-5)
     np.testing.assert_allclose(without.b, with_phi.b, atol=1e-5)
     assert info["eps"] == info2["eps"]
+
+
+def test_lbfgs_stops_when_a_float32_loss_stalls():
+    # PLM on 6800 samples: the float32 loss reaches its rounding before the gradient norm
+    # reaches tol. The solver stops (not at max_iter), says so, and the estimate agrees
+    # with a float64 SciPy fit to the precision float32 allows.
+    truth = ij.sk_model(jax.random.key(0), 12, beta=1.0, bias_std=0.3)
+    spins = exact.sample(jax.random.key(1), truth, 6800)
+    est, info = ij.infer_with_info(spins, "plm", symmetric=False, l2=1e-4, max_iter=2000)
+    w_ref, b_ref = scipy_asymmetric_plm(np.asarray(spins), l2=1e-4)
+    assert int(info["iterations"]) < 2000
+    assert bool(info["stalled"]) and bool(info["converged"])
+    assert float(info["grad_norm"]) >= 1e-5  # stopped by the stall rule, not by tol
+    assert np.max(np.abs(np.asarray(est.w) - w_ref)) <= 5e-3
+    assert np.max(np.abs(np.asarray(est.b) - b_ref)) <= 5e-3
