@@ -44,12 +44,12 @@ def get_config(arg: str | None = None):
     config.guidance.inferred_method = "plm"  # the model of rejection and classifier labels
     g = config.guidance.gammas = ConfigDict()  # strengths per sampler (0 = unguided)
     g.baseline = (0.0,)
-    g.langevin = (0.0, 1.0, 3.0, 10.0)
-    g.entropy = (0.0, 0.3, 1.0, 3.0)
-    g.classifier = (0.0, 1.0, 3.0, 10.0)
-    g.rejection = (0.0, 0.5, 1.0, 2.0)  # alpha of the acceptance exp(alpha (E - E_max))
-    g.temperature = (0.0, 0.2, 0.4, 0.6)  # 1 - 1/T
-    g.minority = (0.0, 0.3, 1.0, 3.0)
+    g.langevin = (0.0, 0.3, 1.0, 3.0)
+    g.entropy = (0.0, 1.0, 3.0, 10.0)
+    g.classifier = (0.0, 10.0, 30.0, 100.0)
+    g.rejection = (0.0, 0.25, 0.5, 1.0)  # alpha of the acceptance exp(alpha (E - E_max))
+    g.temperature = (0.0, 0.1, 0.2, 0.4)  # 1 - 1/T
+    g.minority = (0.0, 0.1, 0.3, 1.0)
     o = config.guidance.options = ConfigDict()
     o.langevin_step_size = 0.1  # eta (times sigma_t^2)
     o.langevin_steps = 2  # corrector steps per reverse step in the window

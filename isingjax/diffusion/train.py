@@ -133,7 +133,8 @@ def train(
         )
     if manager is not None:
         state = restore(manager, state) or state
-    chunk = jax.jit(chunk_fn, static_argnums=3)
+    # An already jitted chunk_fn (static num_steps) is reused, keeping its compile cache.
+    chunk = chunk_fn if hasattr(chunk_fn, "lower") else jax.jit(chunk_fn, static_argnums=3)
     while _step(state) < num_steps:
         state, losses = chunk(state, data, weights, chunk_steps)
         if manager is not None:

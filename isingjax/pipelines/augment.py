@@ -44,7 +44,6 @@ from isingjax.pipelines import common, diffusion_stage
 
 COORDS = ("beta", "num_samples", "method", "arm", "ratio", "seed")
 EXTRA_ARMS = ("diffusion", "bootstrap", "oracle")  # observed + K extra spins
-BIAS_SCALINGS = ("none", "beta/sqrt(n)")
 
 
 def validate_config(config) -> None:
@@ -53,12 +52,7 @@ def validate_config(config) -> None:
         common.model_checks(config)
         + [
             ("model.n", config.model.n, config.model.n <= exact.MAX_N, f"<= {exact.MAX_N}"),
-            (
-                "model.bias_scaling",
-                config.model.bias_scaling,
-                config.model.bias_scaling in BIAS_SCALINGS,
-                f"one of {BIAS_SCALINGS}",
-            ),
+            common.bias_scaling_check(config),
             (
                 "sweep.sample_sizes",
                 sizes,
@@ -97,12 +91,6 @@ def validate_config(config) -> None:
     diffusion_stage.check_options(config, set(methods) | {config.criterion.method})
 
 
-def bias_std(config, beta: float) -> float:
-    """The std of the SK biases: bias_std, times beta / sqrt(n) under that scaling."""
-    scale = beta / math.sqrt(config.model.n) if config.model.bias_scaling != "none" else 1.0
-    return config.model.bias_std * scale
-
-
 def _keys(root, seed):
     names = ("model", "data", "oracle", "diffusion", "criterion", "generate", "boot", "split")
     return dict(zip(names, jax.random.split(sweeps.seed_key(root, seed), len(names)), strict=True))
@@ -111,7 +99,7 @@ def _keys(root, seed):
 def _truth_and_data(config, seed, root, beta, m):
     """The seed's true model, its first m observed spins and its oracle spins."""
     keys = _keys(root, seed)
-    truth = sk_model(keys["model"], config.model.n, beta, bias_std(config, beta))
+    truth = sk_model(keys["model"], config.model.n, beta, common.bias_std(config, beta))
     observed = exact.sample(keys["data"], truth, max(config.sweep.sample_sizes))[:m]
     k_max = max(config.augment.ratios) * m
     oracle = exact.sample(jax.random.fold_in(keys["oracle"], m), truth, k_max)
@@ -139,8 +127,8 @@ def _generated(config, diffusion, workdir, root, beta, m, truth, observed):
     )
     k_max = max(config.augment.ratios) * m
     keys = jax.vmap(lambda s: jax.random.fold_in(_keys(root, s)["generate"], m))(seeds)
-    spins = jax.jit(jax.vmap(lambda p, k: diffusion.generate(p, k, k_max)))(params, keys)
-    checks = jax.jit(jax.vmap(_generator_checks))(spins, observed, truth)
+    spins = diffusion.generate_seeds(params, keys, k_max)
+    checks = _generator_checks_seeds(spins, observed, truth)
     for i, step in enumerate(chosen):
         record = {"kind": "generator", "beta": beta, "num_samples": m, "seed": i}
         record |= {"chosen_step": step} | {k: float(v[i]) for k, v in checks.items()}
@@ -165,6 +153,9 @@ def _generator_checks(generated, observed, truth):
         f"generated_{k}": v
         for k, v in metrics.moment_errors(metrics.sample_moments(generated), exact_moments).items()
     }
+
+
+_generator_checks_seeds = jax.jit(jax.vmap(_generator_checks))
 
 
 def _exact_energy_var(truth):
@@ -262,7 +253,7 @@ def run(config, workdir) -> list[dict]:
     workdir, results_path = common.prepare_workdir(config, workdir)
     done = sweeps.finished(results_path, COORDS)
     root = jax.random.key(config.seed)
-    diffusion = diffusion_stage.Diffusion(config)
+    diffusion, stages = diffusion_stage.Diffusion(config), {}
     seeds, start = np.arange(config.num_seeds), time.time()
     for beta in (float(b) for b in config.model.betas):
         for m in config.sweep.sample_sizes:
@@ -277,7 +268,9 @@ def run(config, workdir) -> list[dict]:
             for method in config.inference.methods:
                 if {c for c in cells if c[2] == method} <= done:
                     continue
-                stage = make_stage_fn(config, method, m)
+                if (method, m) not in stages:  # one compile per (method, M), shared by betas
+                    stages[method, m] = make_stage_fn(config, method, m)
+                stage = stages[method, m]
                 inputs = {"seed": seeds.astype(np.int32), "generated": generated}
                 out = sweeps.run_over_seeds(stage, inputs, root, beta)
                 sweeps.append_cells(

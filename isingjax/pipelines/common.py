@@ -39,6 +39,21 @@ def model_checks(config) -> list:
     ]
 
 
+BIAS_SCALINGS = ("none", "beta/sqrt(n)")
+
+
+def bias_std(config, beta):
+    """The SK bias std of a run: model.bias_std, times beta / sqrt(n) when
+    model.bias_scaling is 'beta/sqrt(n)' (beta may be traced)."""
+    scaled = config.model.bias_scaling != "none"
+    return config.model.bias_std * (beta / math.sqrt(config.model.n) if scaled else 1.0)
+
+
+def bias_scaling_check(config) -> tuple:
+    scaling = config.model.bias_scaling
+    return ("model.bias_scaling", scaling, scaling in BIAS_SCALINGS, f"one of {BIAS_SCALINGS}")
+
+
 def prepare_workdir(config, workdir) -> tuple[Path, Path]:
     """Creates workdir, writes config.json; returns (workdir, results.jsonl path)."""
     workdir = Path(workdir)

@@ -102,6 +102,13 @@ class Diffusion:
             batch_size=d.batch_size,
             ema_decay=d.ema_decay,
         )
+        # Jitted once per run, so blocks of equal shapes share their compiles.
+        self.train_chunk = jax.jit(self.vmapped_chunk, static_argnums=3)
+        self.generate_seeds = jax.jit(
+            jax.vmap(self.generate, in_axes=(0, 0, None)), static_argnums=2
+        )
+        self.infer_observed = jax.jit(jax.vmap(fit_fn(config, config.criterion.method)))
+        self.criterion = _criterion_fn(config, self)
 
     def sampling_params(self, state: train.TrainState):
         return state.ema_params if self.config.diffusion.use_ema else state.params
@@ -176,7 +183,7 @@ def train_and_select(
 
     state = train.train(
         state,
-        diffusion.vmapped_chunk,
+        diffusion.train_chunk,
         observed,
         jnp.ones(observed.shape[:2]),
         num_steps=d.train_steps,
@@ -195,11 +202,11 @@ def train_and_select(
     steps, have = list(manager.all_steps()), recorded()
     todo = [s for s in steps if any((s, i) not in have for i in range(num_seeds))]
     if todo:
-        inferred = jax.jit(jax.vmap(fit_fn(config, config.criterion.method)))(observed)
-        measure = _criterion_fn(config, diffusion)
+        inferred = diffusion.infer_observed(observed)
         for step in todo:
             params = diffusion.sampling_params(train.restore(manager, state, step))
-            out = jax.device_get(measure(params, criterion_keys, observed, truth, inferred))
+            out = diffusion.criterion(params, criterion_keys, observed, truth, inferred)
+            out = jax.device_get(out)
             for i in range(num_seeds):
                 record = {"kind": "criterion"} | meta | {"step": step, "seed": i}
                 io.append_jsonl(path, record | {k: float(v[i]) for k, v in out.items()})

@@ -34,7 +34,6 @@ from isingjax.models import energy, sk_model
 from isingjax.pipelines import common, diffusion_stage
 
 COORDS = ("sampler", "gamma", "seed")
-BIAS_SCALINGS = ("none", "beta/sqrt(n)")
 
 
 def validate_config(config) -> None:
@@ -58,12 +57,7 @@ def validate_config(config) -> None:
                 len(config.model.betas) == 1,
                 "a single coupling strength, e.g. (1.0,)",
             ),
-            (
-                "model.bias_scaling",
-                config.model.bias_scaling,
-                config.model.bias_scaling in BIAS_SCALINGS,
-                f"one of {BIAS_SCALINGS}",
-            ),
+            common.bias_scaling_check(config),
             (
                 "data.num_observed",
                 config.data.num_observed,
@@ -166,9 +160,8 @@ def _keys(root, seed):
 
 def _setup(config, seed, root):
     """The seed's true model, observed spins [M, n] and held-out spins [H, n]."""
-    keys, beta, n = _keys(root, seed), float(config.model.betas[0]), config.model.n
-    scale = beta / math.sqrt(n) if config.model.bias_scaling != "none" else 1.0
-    truth = sk_model(keys["model"], n, beta, config.model.bias_std * scale)
+    keys, beta = _keys(root, seed), float(config.model.betas[0])
+    truth = sk_model(keys["model"], config.model.n, beta, common.bias_std(config, beta))
     observed = exact.sample(keys["data"], truth, config.data.num_observed)
     heldout = exact.sample(keys["heldout"], truth, config.data.num_heldout)
     return truth, observed, heldout
