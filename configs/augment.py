@@ -47,12 +47,7 @@ def get_config(arg: str | None = None):
     elif arg == "paper":
         config.num_seeds = 16
         config.sweep.sample_sizes = (100, 200, 400, 800, 1600)
-        config.diffusion.widths = (128, 256, 512)
-        config.diffusion.time_dim = 128
-        config.diffusion.learning_rate = 1e-4
-        config.diffusion.train_steps = 20000
-        config.diffusion.checkpoint_every = 1000
-        config.diffusion.sampler = "ddpm"
+        base_config.paper_diffusion(config)
     elif arg not in (None, ""):
         raise ValueError(
             f"configs/augment.py: unknown variant {arg!r}; use '', 'quick' or 'paper'."

@@ -78,12 +78,7 @@ def get_config(arg: str | None = None):
         config.classifier.num_steps = 500
     elif arg == "paper":
         config.num_seeds = 16
-        config.diffusion.widths = (128, 256, 512)
-        config.diffusion.time_dim = 128
-        config.diffusion.learning_rate = 1e-4
-        config.diffusion.train_steps = 20000
-        config.diffusion.checkpoint_every = 1000
-        config.diffusion.sampler = "ddpm"
+        base_config.paper_diffusion(config)
         config.augment.ratio = 4
     elif arg not in (None, ""):
         raise ValueError(f"configs/guided.py: unknown variant {arg!r}; use '', 'quick' or 'paper'.")

@@ -49,3 +49,14 @@ def add_diffusion(config: ConfigDict) -> ConfigDict:
     config.criterion.num_samples = 1000  # generated per checkpoint
     config.criterion.tol = 0.1  # earliest checkpoint with |Var_gen / Var_obs - 1| <= tol
     return config
+
+
+def paper_diffusion(config: ConfigDict) -> ConfigDict:
+    """The paper's network and training length, and the ancestral sampler (accelerators)."""
+    config.diffusion.widths = (128, 256, 512)
+    config.diffusion.time_dim = 128
+    config.diffusion.learning_rate = 1e-4
+    config.diffusion.train_steps = 20000
+    config.diffusion.checkpoint_every = 1000
+    config.diffusion.sampler = "ddpm"
+    return config

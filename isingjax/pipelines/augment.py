@@ -499,23 +499,9 @@ def _plot_energy_histograms(path, workdir, config):
             continue
         truth, observed, _ = _truth_and_data(config, 0, root, beta, m)
         generated = np.load(file)["spins"][0].astype(np.float32)
-        n = config.model.n
-        states = exact.index_to_spins(jnp.arange(2**n, dtype=jnp.int32), n)
-        e_all = np.asarray(energy(truth, states))
-        p_all = np.exp(np.asarray(exact.all_log_probs(truth), np.float64))
         e_obs, e_gen = np.asarray(energy(truth, observed)), np.asarray(energy(truth, generated))
         lo, hi = min(e_obs.min(), e_gen.min()) - 1, max(e_obs.max(), e_gen.max()) + 1
-        bins = np.linspace(lo, hi, 40)
-        ax.hist(
-            e_all,
-            bins=bins,
-            weights=p_all,
-            density=True,
-            histtype="step",
-            color="black",
-            lw=1.5,
-            label="exact",
-        )
+        bins = common.plot_exact_energies(ax, truth, np.linspace(lo, hi, 40))
         ax.hist(
             e_obs, bins=bins, density=True, alpha=0.4, color="tab:blue", label=f"observed ({m})"
         )

@@ -78,3 +78,29 @@ def save_figure(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_exact_energies(ax, truth, bins=None, num_bins: int = 50):
+    """Histogram (density) of E(s) under the exact distribution of truth (n <= 20), as a
+    black step line on ax; returns the bins (default: the full energy range)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from isingjax import exact
+    from isingjax.models import energy
+
+    n = truth.b.shape[0]
+    e_all = np.asarray(energy(truth, exact.index_to_spins(jnp.arange(2**n, dtype=jnp.int32), n)))
+    p_all = np.exp(np.asarray(exact.all_log_probs(truth), np.float64))
+    bins = np.linspace(e_all.min(), e_all.max(), num_bins) if bins is None else bins
+    ax.hist(
+        e_all,
+        bins=bins,
+        weights=p_all,
+        density=True,
+        histtype="step",
+        color="black",
+        lw=1.5,
+        label="exact",
+    )
+    return bins

@@ -411,8 +411,10 @@ def _write_npz(path, records, config):
 
 def best_gamma_index(arrays, config) -> np.ndarray:
     """Per sampler, the gamma with the lowest mean held-out NLL of the first estimator."""
-    nll = np.nanmean(arrays[f"nll_{config.inference.methods[0]}"], axis=-1)
-    return np.asarray([np.nanargmin(row) if np.isfinite(row).any() else 0 for row in nll])
+    nll = arrays[f"nll_{config.inference.methods[0]}"]
+    finite = np.isfinite(nll).all(axis=-1)  # gammas with every seed measured
+    mean = np.where(finite, np.where(finite[..., None], nll, 0.0).mean(axis=-1), np.inf)
+    return np.asarray([int(np.argmin(row)) for row in mean])
 
 
 def summary_table(arrays, config) -> str:
@@ -439,11 +441,6 @@ def summary_table(arrays, config) -> str:
 def _plot_energy_histograms(path, workdir, arrays, config):
     root = jax.random.key(config.seed)
     truth, _, _ = _setup(config, 0, root)
-    n = config.model.n
-    states = exact.index_to_spins(jnp.arange(2**n, dtype=jnp.int32), n)
-    e_all = np.asarray(energy(truth, states))
-    p_all = np.exp(np.asarray(exact.all_log_probs(truth), np.float64))
-    bins = np.linspace(e_all.min(), e_all.max(), 50)
     samplers = [s for s in config.guidance.samplers if (workdir / "samples" / f"{s}.npz").exists()]
     best = dict(zip(arrays["samplers"], best_gamma_index(arrays, config), strict=True))
     fig, axes = common.new_figure(1, max(len(samplers), 1), 3.0, 2.8)
@@ -453,15 +450,7 @@ def _plot_energy_histograms(path, workdir, arrays, config):
         data = np.load(workdir / "samples" / f"{name}.npz")
         j = best[name]
         e = np.asarray(energy(truth, data["spins"][j].astype(np.float32)))
-        ax.hist(
-            e_all,
-            bins=bins,
-            weights=p_all,
-            density=True,
-            histtype="step",
-            color="black",
-            label="exact",
-        )
+        bins = common.plot_exact_energies(ax, truth)
         if base is not None:
             e0 = np.asarray(energy(truth, base["spins"][0].astype(np.float32)))
             ax.hist(e0, bins=bins, density=True, color="gray", alpha=0.4, label="baseline")
