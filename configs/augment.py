@@ -31,6 +31,7 @@ def get_config(arg: str | None = None):
     config.inference.options.exact_ml = ConfigDict({"max_iter": 300})
 
     base_config.add_diffusion(config)
+    config.diffusion.train_steps = 3000
 
     config.baselines = ConfigDict()
     config.baselines.l2_grid = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # plm l2_per_sample

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax import lax
 
 from isingjax import exact, inference, io, metrics, sweeps
 from isingjax.inference import plm
@@ -203,7 +204,11 @@ def make_stage_fn(config, method: str, m: int):
         boot = exact.sample(jax.random.fold_in(keys["boot"], m), est_observed, k_max)
         extra = jnp.stack([inputs["generated"], boot, oracle])  # [arms, K_max, n]
         data = jnp.concatenate([jnp.broadcast_to(observed, (3, *observed.shape)), extra], axis=1)
-        estimates = jax.vmap(lambda x: jax.vmap(lambda w: fit(x, w))(masks))(data)
+        # The arm x ratio fits run one after another (lax.map): vmapped, every L-BFGS
+        # lane would wait for the slowest fit's iterations.
+        pairs = jnp.stack(jnp.meshgrid(jnp.arange(3), jnp.arange(len(ratios)), indexing="ij"))
+        flat = lax.map(lambda ak: fit(data[ak[0]], masks[ak[1]]), pairs.reshape(2, -1).T)
+        estimates = jax.tree.map(lambda x: x.reshape(3, len(ratios), *x.shape[1:]), flat)
         errors = partial(metrics.param_mse, truth=truth)
         out = {
             "observed": errors(est_observed),
