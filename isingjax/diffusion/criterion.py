@@ -22,8 +22,9 @@ import numpy as np
 
 
 def relative_gap(var_generated, var_observed) -> np.ndarray:
-    """|Var_gen / Var_obs - 1| (elementwise)."""
-    return np.abs(np.asarray(var_generated) / np.asarray(var_observed) - 1.0)
+    """|Var_gen / Var_obs - 1| (elementwise; inf or nan where Var_obs = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(np.asarray(var_generated) / np.asarray(var_observed) - 1.0)
 
 
 def select(steps, var_generated, var_observed, *, tol: float = 0.1) -> int:
