@@ -52,9 +52,10 @@ def run_over_seeds(stage_fn: Callable, seeds, *args):
     leading axis (vmap); the other arguments are replicated. Returns the outputs as NumPy
     arrays with the padding removed, identical (to float tolerance) to a single-device call.
     """
-    per_seed = jax.tree.map(np.asarray, seeds)
-    if not isinstance(seeds, dict):
-        per_seed = per_seed.astype(np.int32)
+    if isinstance(seeds, dict):
+        per_seed = jax.tree.map(np.asarray, seeds)
+    else:
+        per_seed = np.asarray(seeds, np.int32)
     num_seeds = len(jax.tree.leaves(per_seed)[0])
     num_devices = jax.device_count()
     if num_devices == 1:
