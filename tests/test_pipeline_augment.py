@@ -7,13 +7,14 @@ from isingjax.diffusion import criterion
 from isingjax.pipelines import augment
 
 
-def test_criterion_picks_the_earliest_checkpoint_within_tolerance():
+def test_criterion_picks_the_earliest_checkpoint_from_which_the_match_persists():
     steps = [100, 200, 300, 400]
-    # Gaps |v / 2 - 1|: 0.5, 0.05, 0.0, 0.05 -> the first within 0.1 is step 200.
+    # Gaps |v / 2 - 1|: 0.5, 0.05, 0.0, 0.05: within 0.1 from step 200 on.
     assert criterion.select(steps, [1.0, 2.1, 2.0, 1.9], 2.0, tol=0.1) == 200
-    # With a tighter tolerance only the exact match qualifies.
+    # A chance match at step 100 that does not persist is not taken.
+    assert criterion.select(steps, [2.05, 3.0, 2.1, 1.9], 2.0, tol=0.1) == 300
+    # With a tighter tolerance the last checkpoint misses it: the smallest gap.
     assert criterion.select(steps, [1.0, 2.1, 2.0, 1.9], 2.0, tol=0.01) == 300
-    # Nothing within tolerance: the smallest gap.
     assert criterion.select(steps, [1.0, 3.0, 2.6, 1.5], 2.0, tol=0.1) == 400
     np.testing.assert_allclose(criterion.relative_gap([1.0, 3.0], 2.0), [0.5, 0.5])
 

@@ -5,15 +5,18 @@ Ising model inferred from the observed data is compared with the variance of the
 observed samples' energy under the same model, which a user without the true parameters
 can compute. The rule implemented by `select`:
 
-    the earliest checkpoint whose relative gap |Var_gen / Var_obs - 1| is at most `tol`;
-    if no checkpoint reaches it, the one with the smallest gap.
+    the earliest checkpoint from which on the relative gap |Var_gen / Var_obs - 1| stays
+    within `tol` up to the last checkpoint; if the last checkpoint misses `tol`, the
+    checkpoint with the smallest gap.
 
-Why the earliest: an under-trained network generates nearly independent spins, whose
-energy distribution differs from the data's; as training goes on the generated energy
-variance approaches the observed one, and a network trained much longer on few samples
-starts to reproduce the observed states themselves (memorization), which also matches
-Var_obs while adding nothing new. Stopping at the first match takes the generator at
-the point where it has learned the energy distribution and no later.
+Why: an under-trained network generates nearly independent spins whose energy variance
+differs from the data's, and on its way to the data's value it can cross it by chance (in
+the quick augment run, 3 of 4 seeds at beta = 0.5, M = 400 matched within 10 % after 500
+of 2000 steps, where adding their samples raised the MSE fivefold); requiring the match to
+persist picks the point where training has converged in this statistic. Taking the
+earliest such point rather than the last limits memorization: trained on few samples,
+the network goes on to reproduce the observed states themselves, which keeps Var_obs
+matched while adding nothing new.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def relative_gap(var_generated, var_observed) -> np.ndarray:
 
 
 def select(steps, var_generated, var_observed, *, tol: float = 0.1) -> int:
-    """The chosen checkpoint step by the rule above.
+    """The chosen checkpoint step (the rule above).
 
     Args:
       steps: [C] checkpoint steps in increasing order.
@@ -42,5 +45,7 @@ def select(steps, var_generated, var_observed, *, tol: float = 0.1) -> int:
         raise ValueError(f"steps must be a non-empty increasing sequence, got {steps.tolist()}.")
     if not np.all(np.isfinite(gap)):
         raise ValueError(f"energy variances must be finite and Var_obs > 0, got gaps {gap}.")
-    within = np.flatnonzero(gap <= tol)
-    return int(steps[within[0]] if len(within) else steps[np.argmin(gap)])
+    missed = np.flatnonzero(gap > tol)
+    if len(missed) and missed[-1] == len(steps) - 1:
+        return int(steps[np.argmin(gap)])
+    return int(steps[missed[-1] + 1 if len(missed) else 0])
