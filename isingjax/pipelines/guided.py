@@ -427,21 +427,32 @@ def best_gamma_index(arrays, config) -> np.ndarray:
 
 def summary_table(arrays, config) -> str:
     """Markdown: each sampler at its best gamma (mean over seeds); the 'observed' row
-    measures the M observed spins themselves (exact draws) and the estimates from them."""
+    measures the M observed spins themselves (exact draws) and the estimates from them.
+    The Δ columns are the paired differences from unguided augmentation (the baseline
+    sampler), mean ± standard error over seeds: negative = better than the baseline."""
     methods = list(config.inference.methods)
     cols = ["tail_fraction", "tail_mass", "kl", "unique_fraction", "novelty"]
     cols += [f"mse_{m}" for m in methods] + [f"nll_{m}" for m in methods]
+    deltas = [f"mse_{m}" for m in methods] + [f"nll_{m}" for m in methods]
     lines = [
-        "| sampler | γ | " + " | ".join(cols) + " |",
-        "|---|---|" + "---|" * len(cols),
+        "| sampler | γ | " + " | ".join(cols + [f"Δ{d}" for d in deltas]) + " |",
+        "|---|---|" + "---|" * (len(cols) + len(deltas)),
     ]
     best = best_gamma_index(arrays, config)
+    base = list(arrays["samplers"]).index("baseline") if "baseline" in arrays["samplers"] else None
     for i, name in enumerate(arrays["samplers"]):
         j = best[i]
         cells = []
         for c in cols:
             v = arrays[c][i, j]
             cells.append("–" if np.isnan(v).all() else f"{np.nanmean(v):.4g}")
+        for d in deltas:
+            if base is None or name == "baseline":
+                cells.append("–")
+                continue
+            diff = arrays[d][i, j] - arrays[d][base, 0]
+            se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+            cells.append(f"{diff.mean():+.3g} ± {se:.2g}")
         gamma = "–" if name == "observed" else f"{arrays['gammas'][i, j]:g}"
         lines.append(f"| {name} | {gamma} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
