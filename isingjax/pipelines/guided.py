@@ -463,10 +463,11 @@ def _plot_energy_histograms(path, workdir, arrays, config):
     truth, _, _ = _setup(config, 0, root)
     samplers = [s for s in config.guidance.samplers if (workdir / "samples" / f"{s}.npz").exists()]
     best = dict(zip(arrays["samplers"], best_gamma_index(arrays, config), strict=True))
-    fig, axes = common.new_figure(1, max(len(samplers), 1), 3.0, 2.8)
+    ncols = min(4, max(len(samplers), 1))
+    fig, axes = common.new_figure(-(-max(len(samplers), 1) // ncols), ncols, 3.4, 2.9)
     baseline_file = workdir / "samples" / "baseline.npz"
     base = np.load(baseline_file) if baseline_file.exists() else None
-    for ax, name in zip(axes[0], samplers, strict=False):
+    for ax, name in zip(axes.flat, samplers, strict=False):
         data = np.load(workdir / "samples" / f"{name}.npz")
         j = best[name]
         e = np.asarray(energy(truth, data["spins"][j].astype(np.float32)))
@@ -487,6 +488,8 @@ def _plot_energy_histograms(path, workdir, arrays, config):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("E(s), true parameters")
         ax.legend(fontsize=6)
+    for ax in axes.flat[len(samplers) :]:
+        ax.axis("off")
     axes[0, 0].set_ylabel("density (seed 0, best γ)")
     common.save_figure(fig, path)
 
