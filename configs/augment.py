@@ -44,7 +44,7 @@ def get_config(arg: str | None = None):
         config.num_seeds = 4
         config.model.n = 12
         config.sweep.sample_sizes = (100, 400)
-        config.diffusion.train_steps = 2000
+        config.diffusion.train_steps = 1500
     elif arg == "paper":
         config.num_seeds = 16
         config.sweep.sample_sizes = (100, 200, 400, 800, 1600)
