@@ -30,8 +30,8 @@ from absl import logging
 
 from isingjax import exact, guidance, inference, io, metrics, sweeps
 from isingjax.diffusion.schedule import q_sample
-from isingjax.models import energy, sk_model
-from isingjax.pipelines import common, diffusion_stage
+from isingjax.models import sk_model
+from isingjax.pipelines import common, diffusion_stage, guided_figures
 
 COORDS = ("sampler", "gamma", "seed")
 
@@ -335,11 +335,17 @@ def run(config, workdir) -> list[dict]:
     (workdir / "summary.md").write_text(table)
     logging.info("guided: summary (mean over seeds; each sampler at its best gamma)\n%s", table)
     figures = workdir / "figures"
-    _plot_energy_histograms(figures / "energy_histograms.png", workdir, arrays, config)
-    _plot_vs_gamma(figures / "tail_kl_vs_gamma.png", arrays, config, ("tail_fraction", "kl"))
+    best = dict(zip(arrays["samplers"], best_gamma_index(arrays, config), strict=True))
+    truth = _setup(config, 0, jax.random.key(config.seed))[0]
+    guided_figures.plot_energy_histograms(
+        figures / "energy_histograms.png", workdir, config, truth, best
+    )
+    guided_figures.plot_vs_gamma(
+        figures / "tail_kl_vs_gamma.png", arrays, config, ("tail_fraction", "kl")
+    )
     nll = [f"nll_{m}" for m in config.inference.methods]
     mse = [f"mse_{m}" for m in config.inference.methods]
-    _plot_vs_gamma(figures / "inference_vs_gamma.png", arrays, config, (*mse, *nll))
+    guided_figures.plot_vs_gamma(figures / "inference_vs_gamma.png", arrays, config, (*mse, *nll))
     logging.info("guided: done in %.1fs; outputs in %s", time.time() - start, workdir)
     return records
 
@@ -456,88 +462,3 @@ def summary_table(arrays, config) -> str:
         gamma = "–" if name == "observed" else f"{arrays['gammas'][i, j]:g}"
         lines.append(f"| {name} | {gamma} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _plot_energy_histograms(path, workdir, arrays, config):
-    root = jax.random.key(config.seed)
-    truth, _, _ = _setup(config, 0, root)
-    samplers = [s for s in config.guidance.samplers if (workdir / "samples" / f"{s}.npz").exists()]
-    best = dict(zip(arrays["samplers"], best_gamma_index(arrays, config), strict=True))
-    ncols = min(4, max(len(samplers), 1))
-    fig, axes = common.new_figure(-(-max(len(samplers), 1) // ncols), ncols, 3.4, 2.9)
-    baseline_file = workdir / "samples" / "baseline.npz"
-    base = np.load(baseline_file) if baseline_file.exists() else None
-    for ax, name in zip(axes.flat, samplers, strict=False):
-        data = np.load(workdir / "samples" / f"{name}.npz")
-        j = best[name]
-        e = np.asarray(energy(truth, data["spins"][j].astype(np.float32)))
-        bins = common.plot_exact_energies(ax, truth)
-        if base is not None:
-            e0 = np.asarray(energy(truth, base["spins"][0].astype(np.float32)))
-            ax.hist(e0, bins=bins, density=True, color="gray", alpha=0.4, label="baseline")
-        ax.hist(
-            e,
-            bins=bins,
-            weights=data["weights"][j],
-            density=True,
-            histtype="step",
-            color="tab:red",
-            lw=1.5,
-            label=f"γ = {data['gammas'][j]:g}",
-        )
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("E(s), true parameters")
-        ax.legend(fontsize=6)
-    for ax in axes.flat[len(samplers) :]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("density (seed 0, best γ)")
-    common.save_figure(fig, path)
-
-
-def _plot_vs_gamma(path, arrays, config, names):
-    samplers = [s for s in config.guidance.samplers if s != "baseline"]
-    fig, axes = common.new_figure(len(names), max(len(samplers), 1), 2.8, 2.4)
-    index = {s: i for i, s in enumerate(arrays["samplers"])}
-    for row, name in enumerate(names):
-        base = arrays[name][index["baseline"], 0] if "baseline" in index else None
-        obs = arrays[name][index["observed"], 0] if name.startswith(("mse", "nll")) else None
-        for col, sampler in enumerate(samplers):
-            ax = axes[row, col]
-            i = index[sampler]
-            grid = arrays["gammas"][i]
-            ok = np.isfinite(grid)
-            values = arrays[name][i][ok]
-            err = (
-                values.std(axis=-1, ddof=1) / np.sqrt(values.shape[-1])
-                if values.shape[-1] > 1
-                else None
-            )
-            ax.errorbar(
-                grid[ok],
-                values.mean(axis=-1),
-                yerr=err,
-                marker="o",
-                ms=3,
-                capsize=2,
-                color="tab:red",
-            )
-            if base is not None:
-                ax.axhline(np.mean(base), color="gray", ls="--", lw=1, label="baseline γ = 0")
-            if obs is not None:
-                ax.axhline(np.mean(obs), color="black", ls=":", lw=1, label="observed only")
-            if name == "tail_fraction":
-                ax.axhline(
-                    config.measure.tail_quantile,
-                    color="tab:green",
-                    ls=":",
-                    lw=1,
-                    label="exact samples",
-                )
-            if row == 0:
-                ax.set_title(sampler, fontsize=9)
-            if row == len(names) - 1:
-                ax.set_xlabel("γ")
-            if col == 0:
-                ax.set_ylabel(name, fontsize=8)
-    axes[0, 0].legend(fontsize=6)
-    common.save_figure(fig, path)
