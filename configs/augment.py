@@ -28,7 +28,7 @@ def get_config(arg: str | None = None):
     config.inference.options = ConfigDict()  # per-method keyword options of ij.infer
     config.inference.options.erasure = ConfigDict({"num_iters": 500})
     config.inference.options.plm = ConfigDict({"l2_per_sample": 1.0})
-    config.inference.options.exact_ml = ConfigDict({"max_iter": 300})
+    config.inference.options.exact_ml = ConfigDict({"max_iter": 300, "l2_per_sample": 1.0})
 
     base_config.add_diffusion(config)
     config.diffusion.train_steps = 3000

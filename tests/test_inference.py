@@ -8,7 +8,7 @@ import pytest
 
 import isingjax as ij
 from isingjax import exact
-from tests.reference import scipy_asymmetric_plm
+from tests.reference import brute_force, scipy_asymmetric_plm
 
 
 def population(n=6, beta=1.0, bias_std=0.3, seed=0):
@@ -136,6 +136,26 @@ def test_degenerate_data_gives_finite_answer_and_warning(method):
     assert any("never change" in str(w.message) for w in caught)
 
 
+def test_penalized_exact_ml_is_stationary_by_brute_force():
+    """The l2_per_sample fit solves <s_i s_j>_model - <s_i s_j>_data + 2 (c / M) w_ij = 0
+    and <s_i>_model = <s_i>_data, checked with a NumPy loop over the 2^6 states; without
+    the penalty the same 12 samples drive the couplings far beyond the truth."""
+    truth = ij.sk_model(jax.random.key(3), 6, beta=1.5, bias_std=0.2)
+    spins = exact.sample(jax.random.key(4), truth, 12)
+    est, info = ij.infer_with_info(spins, "exact_ml", l2_per_sample=1.0, tol=1e-6)
+    _, probs, states = brute_force(np.asarray(est.w), np.asarray(est.b))
+    x = np.asarray(spins, np.float64)
+    grad_w = states.T @ (probs[:, None] * states) - x.T @ x / len(x) + 2 * est.w / len(x)
+    grad_b = probs @ states - x.mean(0)
+    off = ~np.eye(6, dtype=bool)
+    assert np.max(np.abs(grad_w[off])) < 1e-4 and np.max(np.abs(grad_b)) < 1e-4
+    assert float(info["l2"]) == pytest.approx(1 / 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = ij.infer(spins, "exact_ml", max_iter=300)
+    assert float(jnp.max(jnp.abs(plain.w))) > 3 * float(jnp.max(jnp.abs(est.w)))
+
+
 def test_unregularized_plm_diverges_and_default_does_not():
     truth = ij.sk_model(jax.random.key(13), 20, beta=1.0, bias_std=0.1)
     spins = exact.sample(jax.random.key(14), truth, 50)  # M = 2.5 n: separable data
@@ -168,6 +188,8 @@ def test_unregularized_plm_diverges_and_default_does_not():
             r"weights must be finite and >= 0; weights\[0\]",
         ),
         (dict(method="plm", weights=np.zeros(10)), "all weights are zero"),
+        (dict(method="exact_ml", l2_per_sample=-1.0), "exact_ml: l2_per_sample must be finite"),
+        (dict(method="plm", l2=float("nan")), "plm: l2 must be finite and >= 0, got nan"),
     ],
 )
 def test_infer_rejects_bad_arguments(kwargs, match):

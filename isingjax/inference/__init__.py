@@ -26,6 +26,7 @@ METHODS = {
     "tap": mean_field.fit_tap,
     "exact_ml": exact_ml.fit,
 }
+PENALTIES = {"l2", "l2_per_sample", "l2_bias"}  # options that must be >= 0
 
 
 def options_of(method: str) -> list[str]:
@@ -51,6 +52,10 @@ def _check_inputs(spins, method, weights, options):
             f"method {method!r} got unknown option(s) {', '.join(unknown)}; "
             f"its options are: {', '.join(options_of(method))}."
         )
+    for name in PENALTIES & set(options):
+        value = _concrete(options[name])
+        if value is not None and value.size == 1 and not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{method}: {name} must be finite and >= 0, got {value.item()}.")
     concrete = _concrete(spins)
     if concrete is not None:
         spins = jnp.asarray(io.validate_spins(concrete, source="spins"))

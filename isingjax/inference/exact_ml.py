@@ -5,6 +5,12 @@
 
 whose gradient is <O>_model - <O>_data (+ penalty): the data enter only through their
 weighted moments. Minimized with optax L-BFGS (or Adam) inside one jit.
+
+Without a penalty (the default: maximum likelihood proper) the estimate diverges when a
+moment of the data sits on the boundary of what a model can produce, e.g. an SK model at
+beta = 1 with M = 100 samples of n = 20 spins; L-BFGS then runs to max_iter. Setting
+`l2_per_sample` (as plm's default does) adds the penalty l2 = l2_per_sample / W, which
+keeps the estimate finite and fades as the data grow.
 """
 
 from __future__ import annotations
@@ -20,14 +26,21 @@ def fit(
     spins,
     weights=None,
     *,
-    l2: float = 0.0,
+    l2: float | None = None,
+    l2_per_sample: float = 0.0,
     l2_bias: float = 0.0,
     solver: str = "lbfgs",
     tol: float = 1e-5,
     max_iter: int = 300,
     learning_rate: float = 0.05,
 ) -> tuple[IsingParams, dict]:
-    """Maximum-likelihood estimate from spins [M, n] (n <= 20) with optional weights [M]."""
+    """Maximum-likelihood estimate from spins [M, n] (n <= 20) with optional weights [M].
+
+    Args:
+      l2: coupling penalty; None means l2_per_sample / (total weight).
+      l2_bias: bias penalty.
+      solver, tol, max_iter, learning_rate: see `optim.minimize`.
+    """
     n = spins.shape[1]
     if n > exact.MAX_N:
         raise ValueError(
@@ -35,6 +48,7 @@ def fit(
             "Use 'plm' or 'erasure' for larger models."
         )
     p, total = common.normalized_weights(spins, weights)
+    l2 = l2_per_sample / jnp.maximum(total, 1e-12) if l2 is None else l2
     data = common.data_moments(spins, p)
     rows, cols = jnp.triu_indices(n, k=1)
 
@@ -52,4 +66,5 @@ def fit(
     x, info = optim.minimize(
         objective, x0, solver=solver, tol=tol, max_iter=max_iter, learning_rate=learning_rate
     )
-    return unpack(x), info | common.data_diagnostics(spins, p, total)
+    info |= common.data_diagnostics(spins, p, total) | {"l2": jnp.asarray(l2)}
+    return unpack(x), info
