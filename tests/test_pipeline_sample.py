@@ -53,6 +53,16 @@ def test_sample_pipeline_end_to_end_and_resume(tmp_path):
         if key != "sampler":
             np.testing.assert_allclose(resumed[-1][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
 
+    # A rerun may narrow the betas (the finished cells are reused) but not change anything
+    # else: that would mix the results of two configs.
+    narrower = tiny_config()
+    narrower.model.betas = (1.6,)
+    assert [(r["beta"], r["seed"]) for r in sample.run(narrower, tmp_path)] == [(1.6, 0), (1.6, 1)]
+    changed = tiny_config()
+    changed.sampler.burn_in = 21
+    with pytest.raises(ValueError, match=r"another config \(sampler.burn_in: 20 -> 21\)"):
+        sample.run(changed, tmp_path)
+
 
 @pytest.mark.parametrize(
     "field, value, match",

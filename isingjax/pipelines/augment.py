@@ -45,6 +45,8 @@ from isingjax.pipelines import augment_figures as figures
 from isingjax.pipelines import common, diffusion_stage
 
 COORDS = ("beta", "num_samples", "method", "arm", "ratio", "seed")
+# Config fields a rerun in the same workdir may change (common.prepare_workdir).
+RESUMABLE = ("model.betas", "sweep.sample_sizes", "inference.methods")
 EXTRA_ARMS = ("diffusion", "bootstrap", "oracle")  # observed + K extra spins
 
 
@@ -256,7 +258,7 @@ def _records(out, beta, m, method, config):
 def run(config, workdir) -> list[dict]:
     """Runs the augmentation experiment; returns its result records."""
     validate_config(config)
-    workdir, results_path = common.prepare_workdir(config, workdir)
+    workdir, results_path = common.prepare_workdir(config, workdir, RESUMABLE)
     done = sweeps.finished(results_path, COORDS)
     root = jax.random.key(config.seed)
     diffusion, stages = diffusion_stage.Diffusion(config), {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -54,12 +55,51 @@ def bias_scaling_check(config) -> tuple:
     return ("model.bias_scaling", scaling, scaling in BIAS_SCALINGS, f"one of {BIAS_SCALINGS}")
 
 
-def prepare_workdir(config, workdir) -> tuple[Path, Path]:
-    """Creates workdir, writes config.json; returns (workdir, results.jsonl path)."""
+def prepare_workdir(config, workdir, selection=()) -> tuple[Path, Path]:
+    """Creates workdir, writes config.json; returns (workdir, results.jsonl path).
+
+    A workdir that already holds a config.json is resumed only when the new config differs
+    from it in nothing but the `selection` fields (those that choose which cells a run
+    computes, e.g. model.betas): any other change would mix the finished results of two
+    configs, so it raises ValueError naming the changed fields.
+    """
     workdir = Path(workdir)
+    old_path = workdir / "config.json"
+    if old_path.exists():
+        old = _flatten(json.loads(old_path.read_text()))
+        new = _flatten(json.loads(config.to_json_best_effort()))
+        changed = sorted(
+            key
+            for key in old.keys() | new.keys()
+            if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+            and not any(key == f or key.startswith(f + ".") for f in selection)
+        )
+        if changed:
+            listed = "; ".join(
+                f"{k}: {old.get(k, _ABSENT)!r} -> {new.get(k, _ABSENT)!r}" for k in changed
+            )
+            allowed = ", ".join(selection) or "nothing"
+            raise ValueError(
+                f"{workdir} holds the results of another config ({listed}). A rerun there "
+                f"resumes only the same config (it may change {allowed}); use a new --workdir."
+            )
     workdir.mkdir(parents=True, exist_ok=True)
     io.write_config(workdir, config)
     return workdir, workdir / "results.jsonl"
+
+
+_ABSENT = "<absent>"
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts -> {'a.b.c': value}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def new_figure(nrows: int, ncols: int, width: float, height: float):

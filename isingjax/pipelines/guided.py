@@ -34,6 +34,7 @@ from isingjax.models import sk_model
 from isingjax.pipelines import common, diffusion_stage, guided_figures
 
 COORDS = ("sampler", "gamma", "seed")
+RESUMABLE = ("guidance.samplers",)  # config fields a rerun may change (common.prepare_workdir)
 
 
 def validate_config(config) -> None:
@@ -278,7 +279,7 @@ def _observed_fn(config):
 def run(config, workdir) -> list[dict]:
     """Runs every guided sampler over its gamma grid; returns the result records."""
     validate_config(config)
-    workdir, results_path = common.prepare_workdir(config, workdir)
+    workdir, results_path = common.prepare_workdir(config, workdir, RESUMABLE)
     done = sweeps.finished(results_path, COORDS)
     root, start = jax.random.key(config.seed), time.time()
     seeds = np.arange(config.num_seeds, dtype=np.int32)

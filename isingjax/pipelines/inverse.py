@@ -23,6 +23,8 @@ from isingjax.models import sk_model
 from isingjax.pipelines import common
 
 COORDS = ("beta", "method", "num_samples", "seed")
+# Config fields a rerun in the same workdir may change (common.prepare_workdir).
+RESUMABLE = ("model.betas", "sweep.sample_sizes", "inference.methods")
 SAMPLERS = ("exact", "metropolis")
 
 
@@ -133,7 +135,7 @@ def _records(out, beta, method, seeds, sizes):
 def run(config, workdir) -> list[dict]:
     """Runs the learning-curve sweep; returns its result records."""
     validate_config(config)
-    workdir, results_path = common.prepare_workdir(config, workdir)
+    workdir, results_path = common.prepare_workdir(config, workdir, RESUMABLE)
     done = sweeps.finished(results_path, COORDS)
     root = jax.random.key(config.seed)
     sizes, seeds = tuple(config.sweep.sample_sizes), list(range(config.num_seeds))

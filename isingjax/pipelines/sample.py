@@ -27,6 +27,7 @@ from isingjax.models import energy, sk_model
 from isingjax.pipelines import common
 
 NUM_BINS = 40
+RESUMABLE = ("model.betas",)  # config fields a rerun may change (common.prepare_workdir)
 
 
 def validate_config(config) -> None:
@@ -97,7 +98,7 @@ def _compare_with_exact(params, samples, reference):
 def run(config, workdir) -> list[dict]:
     """Runs the pipeline; returns the result records (one per (beta, seed))."""
     validate_config(config)
-    workdir, results_path = common.prepare_workdir(config, workdir)
+    workdir, results_path = common.prepare_workdir(config, workdir, RESUMABLE)
     done = {(r["beta"], r["seed"]) for r in io.read_jsonl(results_path)}
     root = jax.random.key(config.seed)
     start = time.time()
