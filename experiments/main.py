@@ -8,7 +8,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from isingjax.pipelines import augment, guided, inverse, sample
+from isingjax.pipelines import augment, common, guided, inverse, sample
 
 PIPELINES = {
     "augment": augment.run,
@@ -61,7 +61,10 @@ def main(argv):
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = _WORKDIR.value or os.path.join("runs", config.experiment, stamp)
     logging.info("experiment %s -> %s on %s", config.experiment, workdir, jax.devices())
-    PIPELINES[config.experiment](config, workdir)
+    try:
+        PIPELINES[config.experiment](config, workdir)
+    except common.ConfigError as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

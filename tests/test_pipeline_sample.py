@@ -113,6 +113,19 @@ def test_main_reports_bad_overrides_in_one_line(tmp_path, override, match):
     assert "Traceback" not in result.stderr
 
 
+def test_main_reports_a_refused_config_value_and_workdir_in_one_line(tmp_path):
+    quick = "--config=configs/sample.py:quick"
+    result = _main(quick, "--config.model.n=1", f"--workdir={tmp_path}")
+    assert result.returncode != 0
+    assert "error: config.model.n must be an integer >= 2, got 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    (tmp_path / "config.json").write_text('{"experiment": "inverse"}')
+    result = _main(quick, f"--workdir={tmp_path}")
+    assert result.returncode != 0 and "holds the results of another config (" in result.stderr
+    assert "experiment: 'inverse' -> 'sample'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_main_reports_a_missing_config_file(tmp_path):
     result = _main("--config=configs/nothere.py", f"--workdir={tmp_path}")
     assert result.returncode != 0

@@ -92,7 +92,7 @@ def validate_config(config) -> None:
         ]
         + diffusion_stage.config_checks(config)
     )
-    diffusion_stage.check_options(config, set(methods) | {config.criterion.method})
+    common.check_options(config, set(methods) | {config.criterion.method})
 
 
 def _keys(root, seed):

@@ -6,14 +6,30 @@ import json
 import math
 from pathlib import Path
 
-from isingjax import io
+from isingjax import inference, io
+
+
+class ConfigError(ValueError):
+    """A config a pipeline refuses (a value out of range, an unknown option, a workdir of
+    another config); experiments/main.py prints it as one line."""
 
 
 def check_fields(checks) -> None:
     """checks: (config field name, value, ok, what is allowed); raises on the first failure."""
     for name, value, ok, allowed in checks:
         if not ok:
-            raise ValueError(f"config.{name} must be {allowed}, got {value!r}.")
+            raise ConfigError(f"config.{name} must be {allowed}, got {value!r}.")
+
+
+def check_options(config, methods) -> None:
+    """Unknown keys in config.inference.options.<method> are errors."""
+    for method in methods:
+        unknown = set(config.inference.options.get(method, {})) - set(inference.options_of(method))
+        if unknown:
+            raise ConfigError(
+                f"config.inference.options.{method} has unknown option(s) {sorted(unknown)}; "
+                f"allowed: {inference.options_of(method)}."
+            )
 
 
 def is_int(value, low: int) -> bool:
@@ -61,7 +77,7 @@ def prepare_workdir(config, workdir, selection=()) -> tuple[Path, Path]:
     A workdir that already holds a config.json is resumed only when the new config differs
     from it in nothing but the `selection` fields (those that choose which cells a run
     computes, e.g. model.betas): any other change would mix the finished results of two
-    configs, so it raises ValueError naming the changed fields.
+    configs, so it raises ConfigError naming the changed fields.
     """
     workdir = Path(workdir)
     old_path = workdir / "config.json"
@@ -76,10 +92,10 @@ def prepare_workdir(config, workdir, selection=()) -> tuple[Path, Path]:
         )
         if changed:
             listed = "; ".join(
-                f"{k}: {old.get(k, _ABSENT)!r} -> {new.get(k, _ABSENT)!r}" for k in changed
-            )
+                f"{k}: {old.get(k, _ABSENT)!r} -> {new.get(k, _ABSENT)!r}" for k in changed[:5]
+            ) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
             allowed = ", ".join(selection) or "nothing"
-            raise ValueError(
+            raise ConfigError(
                 f"{workdir} holds the results of another config ({listed}). A rerun there "
                 f"resumes only the same config (it may change {allowed}); use a new --workdir."
             )

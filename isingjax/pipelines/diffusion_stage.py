@@ -70,17 +70,6 @@ def config_checks(config) -> list:
     ]
 
 
-def check_options(config, methods) -> None:
-    """Unknown keys in config.inference.options.<method> are errors."""
-    for method in methods:
-        unknown = set(config.inference.options.get(method, {})) - set(inference.options_of(method))
-        if unknown:
-            raise ValueError(
-                f"config.inference.options.{method} has unknown option(s) {sorted(unknown)}; "
-                f"allowed: {inference.options_of(method)}."
-            )
-
-
 def fit_fn(config, method: str):
     """spins [M, n], weights [M] | None -> IsingParams, with the config's options."""
     options = dict(config.inference.options.get(method, {}))

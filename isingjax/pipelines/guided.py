@@ -149,7 +149,7 @@ def validate_config(config) -> None:
         ]
         + diffusion_stage.config_checks(config)
     )
-    diffusion_stage.check_options(
+    common.check_options(
         config, set(config.inference.methods) | {config.criterion.method, g.inferred_method}
     )
 

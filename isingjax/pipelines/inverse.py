@@ -59,14 +59,7 @@ def validate_config(config) -> None:
             ),
         ]
     )
-    for method in methods:
-        options = config.inference.options.get(method, {})
-        unknown = set(options) - set(inference.options_of(method))
-        if unknown:
-            raise ValueError(
-                f"config.inference.options.{method} has unknown option(s) {sorted(unknown)}; "
-                f"allowed: {inference.options_of(method)}."
-            )
+    common.check_options(config, methods)
 
 
 def draw_data(key, params, num_samples, config):
