@@ -358,7 +358,7 @@ def summary_table(arrays) -> str:
         "| β | M | method | " + " | ".join(labels) + " |",
         "|---|---|---|" + "---|" * len(labels),
     ]
-    mean, se = figures.mean_se(arrays["mse_all"])
+    mean, se = common.mean_se(arrays["mse_all"])
     for i, beta in enumerate(arrays["betas"]):
         for j, m in enumerate(arrays["sample_sizes"]):
             for k, method in enumerate(arrays["methods"]):

@@ -9,13 +9,6 @@ from isingjax.models import energy
 from isingjax.pipelines import common
 
 
-def mean_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error over the last axis."""
-    num = values.shape[-1]
-    se = values.std(axis=-1, ddof=1) / np.sqrt(num) if num > 1 else np.zeros(values.shape[:-1])
-    return values.mean(axis=-1), se
-
-
 def label(arm, ratio) -> str:
     return f"{arm} K={ratio}M" if ratio else arm
 
@@ -33,7 +26,7 @@ RATIO_STYLES = (":", "--", "-", "-.")
 def plot_mse_vs_m(path, arrays, config):
     betas, methods = arrays["betas"], list(arrays["methods"])
     fig, axes = common.new_figure(len(betas), len(methods), 4.2, 3.6)
-    mean, se = mean_se(arrays["mse_all"])
+    mean, se = common.mean_se(arrays["mse_all"])
     ratios = list(config.augment.ratios)
     plm_index = methods.index("plm") if "plm" in methods else None
     for i, beta in enumerate(betas):
@@ -81,7 +74,7 @@ def plot_training(path, progress, config):
             values = np.asarray(
                 [[r[name] for r in rows if r["step"] == s] for s in steps], dtype=float
             )
-            return mean_se(values)
+            return common.mean_se(values)
 
         top, bottom = axes[0, col], axes[1, col]
         for name, style, label in (

@@ -6,12 +6,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from isingjax import inference, io
 
 
 class ConfigError(ValueError):
-    """A config a pipeline refuses (a value out of range, an unknown option, a workdir of
-    another config); experiments/main.py prints it as one line."""
+    """A config or workdir a pipeline refuses (a value out of range, an unknown option, a
+    workdir of another config); the entry points in experiments/ print it as one line."""
 
 
 def check_fields(checks) -> None:
@@ -116,6 +118,14 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def mean_se(values) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error over the last axis (seeds); the error is 0 for one seed."""
+    values = np.asarray(values, np.float64)
+    num = values.shape[-1]
+    se = values.std(axis=-1, ddof=1) / np.sqrt(num) if num > 1 else np.zeros(values.shape[:-1])
+    return values.mean(axis=-1), se
 
 
 def new_figure(nrows: int, ncols: int, width: float, height: float):

@@ -458,8 +458,8 @@ def summary_table(arrays, config) -> str:
                 cells.append("–")
                 continue
             diff = arrays[d][i, j] - arrays[d][base, 0]
-            se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
-            cells.append(f"{diff.mean():+.3g} ± {se:.2g}")
+            mean, se = common.mean_se(diff)
+            cells.append(f"{mean:+.3g} ± {se:.2g}")
         gamma = "–" if name == "observed" else f"{arrays['gammas'][i, j]:g}"
         lines.append(f"| {name} | {gamma} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

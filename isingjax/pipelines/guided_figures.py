@@ -56,14 +56,10 @@ def plot_vs_gamma(path, arrays, config, names):
             grid = arrays["gammas"][i]
             ok = np.isfinite(grid)
             values = arrays[name][i][ok]
-            err = (
-                values.std(axis=-1, ddof=1) / np.sqrt(values.shape[-1])
-                if values.shape[-1] > 1
-                else None
-            )
+            mean, err = common.mean_se(values)
             ax.errorbar(
                 grid[ok],
-                values.mean(axis=-1),
+                mean,
                 yerr=err,
                 marker="o",
                 ms=3,

@@ -192,8 +192,7 @@ def _plot_learning_curves(path, arrays, config):
     fig, axes = common.new_figure(1, len(arrays["betas"]), 4.6, 3.8)
     for ax, beta, mse in zip(axes[0], arrays["betas"], arrays["mse_all"], strict=True):
         for method, curve in zip(arrays["methods"], mse, strict=True):
-            mean = curve.mean(axis=1)
-            err = curve.std(axis=1, ddof=1) / np.sqrt(curve.shape[1]) if curve.shape[1] > 1 else 0
+            mean, err = common.mean_se(curve)
             ax.errorbar(
                 arrays["sample_sizes"],
                 mean,
