@@ -4,7 +4,7 @@ import pytest
 from configs import augment as augment_config
 from isingjax import io
 from isingjax.diffusion import criterion
-from isingjax.pipelines import augment
+from isingjax.pipelines import augment, augment_penalty
 
 
 def test_criterion_picks_the_earliest_checkpoint_from_which_the_match_persists():
@@ -100,6 +100,27 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     augment.run(config, tmp_path)
     after = (tmp_path / "results.jsonl").read_text(), (tmp_path / "metrics.jsonl").read_text()
     assert after == before
+
+    # The penalty split refits plm on the same spins: its cases with the run's penalties
+    # are the run's observed and diffusion (K = 2 M) arms.
+    split = augment_penalty.run(tmp_path)
+    cases = {(r["data"], r["penalty"]): r["mse_all"] for r in split}
+    assert {r["method"] for r in split} == {"plm"} and len(cases) == 4
+    diffusion = data["mse_all"][0, 0, 0, columns.index(("diffusion", 2))].mean()
+    np.testing.assert_allclose(cases["augmented", "1/(M+K)"], diffusion, rtol=1e-3)
+    np.testing.assert_allclose(cases["observed", "1/M"], observed[0], rtol=1e-3)
+    assert "| 1 | 40 | 80 | plm | augmented | 1/M |" in (tmp_path / "penalty_split.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "config_json, match",
+    [(None, "holds no config.json"), ('{"experiment": "guided"}', "holds a 'guided' run")],
+)
+def test_penalty_split_refuses_a_workdir_of_no_augment_run(tmp_path, config_json, match):
+    if config_json is not None:
+        (tmp_path / "config.json").write_text(config_json)
+    with pytest.raises(ValueError, match=match):
+        augment_penalty.run(tmp_path)
 
 
 @pytest.mark.parametrize(
