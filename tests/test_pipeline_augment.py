@@ -142,3 +142,14 @@ def test_augment_rejects_bad_config(tmp_path, field, value, match):
     config[section][name] = value
     with pytest.raises(ValueError, match=match):
         augment.run(config, tmp_path)
+
+
+def test_penalty_split_takes_the_methods_with_a_per_sample_penalty():
+    config = tiny_config()
+    config.inference.methods = ("plm", "erasure", "exact_ml")
+    c = {m: augment_penalty._penalty_per_sample(config, m) for m in config.inference.methods}
+    assert c == {"plm": 1.0, "erasure": 0.0, "exact_ml": 1.0}
+    config.inference.options.exact_ml = {"max_iter": 3}  # exact_ml's default: no penalty
+    config.inference.options.plm = {"l2": 0.1}  # a fixed penalty: nothing to split
+    assert augment_penalty._penalty_per_sample(config, "exact_ml") == 0.0
+    assert augment_penalty._penalty_per_sample(config, "plm") == 0.0

@@ -9,12 +9,14 @@ For a finished run this refits, per seed, with the penalty of each side held fix
     augmented, l2 = c / (M + K)    (the run's diffusion arm at K = max ratio * M)
     augmented, l2 = c / M          (the generated samples alone)
 
-with c the method's l2_per_sample in the run's config, and writes penalty_split.md (mean
+with c the method's l2_per_sample in the run's config (methods without a c > 0 are
+skipped), and writes penalty_split.md (mean
 ± s.e. of the parameter MSE over seeds) into the run's workdir.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -41,7 +43,8 @@ def run(workdir, sample_size: int | None = None) -> list[dict]:
     m = min(config.sweep.sample_sizes) if sample_size is None else sample_size
     if m not in config.sweep.sample_sizes:
         raise ConfigError(f"sample size {m} is not one of the run's {config.sweep.sample_sizes}.")
-    methods = [x for x in config.inference.methods if "l2" in inference.options_of(x)]
+    methods = {x: _penalty_per_sample(config, x) for x in config.inference.methods}
+    methods = {x: c for x, c in methods.items() if c}
     root, records = jax.random.key(config.seed), []
     for beta in config.model.betas:
         path = workdir / "generated" / f"beta{beta:g}_m{m}.npz"
@@ -49,9 +52,9 @@ def run(workdir, sample_size: int | None = None) -> list[dict]:
             raise ConfigError(f"{path} is missing: the run has not generated beta={beta:g}, M={m}.")
         generated = np.load(path)["spins"]
         k = generated.shape[1]
-        for method in methods:
+        for method, c in methods.items():
             options = dict(config.inference.options.get(method, {}))
-            c = options.pop("l2_per_sample", 1.0)
+            options.pop("l2_per_sample", None)
             mse = {case: [] for case in CASES}
             for seed in range(config.num_seeds):
                 truth, observed, _ = augment._truth_and_data(config, seed, root, beta, m)
@@ -83,3 +86,13 @@ def run(workdir, sample_size: int | None = None) -> list[dict]:
     ]
     (workdir / "penalty_split.md").write_text("\n".join(lines) + "\n")
     return records
+
+
+def _penalty_per_sample(config, method: str) -> float:
+    """c of the run's penalty l2 = c / (total weight); 0 for methods without one or with a
+    fixed l2 (nothing to split)."""
+    options = config.inference.options.get(method, {})
+    if "l2_per_sample" not in inference.options_of(method) or "l2" in options:
+        return 0.0
+    default = inspect.signature(inference.METHODS[method]).parameters["l2_per_sample"].default
+    return float(options.get("l2_per_sample", default))
