@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import time
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -100,7 +101,12 @@ def _keys(root, seed):
     return dict(zip(names, jax.random.split(sweeps.seed_key(root, seed), len(names)), strict=True))
 
 
-def _truth_and_data(config, seed, root, beta, m):
+def generated_path(workdir, beta, m) -> Path:
+    """Where a run keeps the generated spins [S, K_max, n] of block (beta, M)."""
+    return Path(workdir) / "generated" / f"beta{beta:g}_m{m}.npz"
+
+
+def truth_and_data(config, seed, root, beta, m):
     """The seed's true model, its first m observed spins and its oracle spins."""
     keys = _keys(root, seed)
     truth = sk_model(keys["model"], config.model.n, beta, common.bias_std(config, beta))
@@ -113,8 +119,8 @@ def _truth_and_data(config, seed, root, beta, m):
 def _generated(config, diffusion, workdir, root, beta, m, truth, observed):
     """The generated spins [S, K_max, n] of each seed's chosen checkpoint (cached in
     generated/<block>.npz) and that checkpoint's generator checks in metrics.jsonl."""
-    tag = f"beta{beta:g}_m{m}"
-    path = workdir / "generated" / f"{tag}.npz"
+    path = generated_path(workdir, beta, m)
+    tag = path.stem
     if path.exists():
         return np.load(path)["spins"].astype(np.float32)
     seeds = jnp.arange(config.num_seeds)
@@ -201,7 +207,7 @@ def make_stage_fn(config, method: str, m: int):
     rows, cols = jnp.triu_indices(config.model.n, k=1)
 
     def one_seed(inputs, root, beta):
-        truth, observed, oracle = _truth_and_data(config, inputs["seed"], root, beta, m)
+        truth, observed, oracle = truth_and_data(config, inputs["seed"], root, beta, m)
         keys = _keys(root, inputs["seed"])
         est_observed = fit(observed)
         boot = exact.sample(jax.random.fold_in(keys["boot"], m), est_observed, k_max)
@@ -269,7 +275,7 @@ def run(config, workdir) -> list[dict]:
             if cells <= done:
                 continue
             setup = jax.jit(
-                jax.vmap(lambda s, m=m, beta=beta: _truth_and_data(config, s, root, beta, m))
+                jax.vmap(lambda s, m=m, beta=beta: truth_and_data(config, s, root, beta, m))
             )
             truth, observed, _ = setup(jnp.asarray(seeds))
             generated = _generated(config, diffusion, workdir, root, beta, m, truth, observed)
@@ -301,7 +307,14 @@ def run(config, workdir) -> list[dict]:
     figures.plot_mse_vs_m(out / "mse_vs_m.png", arrays, config)
     figures.plot_training(out / "training.png", progress, config)
     figures.plot_scatter(out / "scatter.png", records, config)
-    figures.plot_energy_histograms(out / "energy_histograms.png", workdir, config, _truth_and_data)
+    m = min(config.sweep.sample_sizes)
+    seed0 = {}  # beta -> (truth, observed, generated) of seed 0 at the smallest M
+    for beta in (float(b) for b in config.model.betas):
+        if generated_path(workdir, beta, m).exists():
+            truth, observed, _ = truth_and_data(config, 0, root, beta, m)
+            generated = np.load(generated_path(workdir, beta, m))["spins"][0]
+            seed0[beta] = truth, observed, generated.astype(np.float32)
+    figures.plot_energy_histograms(out / "energy_histograms.png", seed0, m)
     logging.info("augment: done in %.1fs; outputs in %s", time.time() - start, workdir)
     return records
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from isingjax.models import energy
@@ -128,17 +127,10 @@ def plot_scatter(path, records, config):
     common.save_figure(fig, path)
 
 
-def plot_energy_histograms(path, workdir, config, truth_and_data):
-    m = min(config.sweep.sample_sizes)
-    root = jax.random.key(config.seed)
-    betas = [float(b) for b in config.model.betas]
-    fig, axes = common.new_figure(1, len(betas), 4.0, 3.2)
-    for ax, beta in zip(axes[0], betas, strict=True):
-        file = workdir / "generated" / f"beta{beta:g}_m{m}.npz"
-        if not file.exists():
-            continue
-        truth, observed, _ = truth_and_data(config, 0, root, beta, m)
-        generated = np.load(file)["spins"][0].astype(np.float32)
+def plot_energy_histograms(path, seed0, m):
+    """seed0: beta -> (truth, observed, generated) of one seed; m = len(observed)."""
+    fig, axes = common.new_figure(1, max(len(seed0), 1), 4.0, 3.2)
+    for ax, (beta, (truth, observed, generated)) in zip(axes[0], seed0.items(), strict=False):
         e_obs, e_gen = np.asarray(energy(truth, observed)), np.asarray(energy(truth, generated))
         lo, hi = min(e_obs.min(), e_gen.min()) - 1, max(e_obs.max(), e_gen.max()) + 1
         bins = common.plot_exact_energies(ax, truth, np.linspace(lo, hi, 40))

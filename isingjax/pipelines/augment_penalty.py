@@ -10,8 +10,8 @@ For a finished run this refits, per seed, with the penalty of each side held fix
     augmented, l2 = c / M          (the generated samples alone)
 
 with c the method's l2_per_sample in the run's config (methods without a c > 0 are
-skipped), and writes penalty_split.md (mean
-± s.e. of the parameter MSE over seeds) into the run's workdir.
+skipped), and writes penalty_split.md (mean ± s.e. of the parameter MSE over seeds) into
+the run's workdir.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def run(workdir, sample_size: int | None = None) -> list[dict]:
     methods = {x: c for x, c in methods.items() if c}
     root, records = jax.random.key(config.seed), []
     for beta in config.model.betas:
-        path = workdir / "generated" / f"beta{beta:g}_m{m}.npz"
+        path = augment.generated_path(workdir, beta, m)
         if not path.exists():
             raise ConfigError(f"{path} is missing: the run has not generated beta={beta:g}, M={m}.")
         generated = np.load(path)["spins"]
@@ -57,7 +57,7 @@ def run(workdir, sample_size: int | None = None) -> list[dict]:
             options.pop("l2_per_sample", None)
             mse = {case: [] for case in CASES}
             for seed in range(config.num_seeds):
-                truth, observed, _ = augment._truth_and_data(config, seed, root, beta, m)
+                truth, observed, _ = augment.truth_and_data(config, seed, root, beta, m)
                 data = {"observed": observed}
                 data["augmented"] = np.concatenate([observed, generated[seed]]).astype(np.float32)
                 for spins, size in CASES:
