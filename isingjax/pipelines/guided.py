@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -338,9 +339,12 @@ def run(config, workdir) -> list[dict]:
     figures = workdir / "figures"
     best = dict(zip(arrays["samplers"], best_gamma_index(arrays, config), strict=True))
     truth = _setup(config, 0, jax.random.key(config.seed))[0]
-    guided_figures.plot_energy_histograms(
-        figures / "energy_histograms.png", workdir, config, truth, best
-    )
+    samples = {  # sampler -> seed 0's {gammas, spins, weights}
+        name: dict(np.load(samples_path(workdir, name)))
+        for name in config.guidance.samplers
+        if samples_path(workdir, name).exists()
+    }
+    guided_figures.plot_energy_histograms(figures / "energy_histograms.png", truth, samples, best)
     guided_figures.plot_vs_gamma(
         figures / "tail_kl_vs_gamma.png", arrays, config, ("tail_fraction", "kl")
     )
@@ -361,8 +365,13 @@ def _log_classifier(workdir, accuracy):
         io.append_jsonl(path, record | {k: float(v[seed]) for k, v in accuracy.items()})
 
 
+def samples_path(workdir, name) -> Path:
+    """Where a run keeps seed 0's samples of sampler `name` at every gamma."""
+    return Path(workdir) / "samples" / f"{name}.npz"
+
+
 def _save_samples(workdir, name, gammas, spins, weights):
-    path = workdir / "samples" / f"{name}.npz"
+    path = samples_path(workdir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, gammas=np.asarray(gammas), spins=np.asarray(spins, np.int8), weights=weights)
 

@@ -8,16 +8,16 @@ from isingjax.models import energy
 from isingjax.pipelines import common
 
 
-def plot_energy_histograms(path, workdir, config, truth, best):
-    """Per sampler, seed 0's samples at its best gamma (best: sampler -> gamma index)
-    against the exact energy distribution and the unguided samples."""
-    samplers = [s for s in config.guidance.samplers if (workdir / "samples" / f"{s}.npz").exists()]
+def plot_energy_histograms(path, truth, samples, best):
+    """Per sampler, seed 0's samples at its best gamma (samples: sampler -> {gammas, spins,
+    weights} over gammas; best: sampler -> gamma index) against the exact energy
+    distribution and the unguided samples."""
+    samplers = list(samples)
     ncols = min(4, max(len(samplers), 1))
     fig, axes = common.new_figure(-(-max(len(samplers), 1) // ncols), ncols, 3.4, 2.9)
-    baseline_file = workdir / "samples" / "baseline.npz"
-    base = np.load(baseline_file) if baseline_file.exists() else None
+    base = samples.get("baseline")
     for ax, name in zip(axes.flat, samplers, strict=False):
-        data = np.load(workdir / "samples" / f"{name}.npz")
+        data = samples[name]
         j = best[name]
         e = np.asarray(energy(truth, data["spins"][j].astype(np.float32)))
         bins = common.plot_exact_energies(ax, truth)
