@@ -19,6 +19,8 @@ State index convention: state k has s_i = +1 where bit i of k is set, else -1.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -67,22 +69,41 @@ def _log_weights(params: IsingParams) -> tuple[jax.Array, jax.Array, jax.Array]:
     return v[:, None] + u[None, :] + (s_b @ w_ba) @ s_a.T, s_a, s_b
 
 
+# Every public function below checks its arguments in Python, then calls a jitted core:
+# a second call with arguments of the same shapes runs compiled code.
+
+
+@jax.jit
+def _all_log_probs(params: IsingParams) -> jax.Array:
+    log_w, _, _ = _log_weights(params)
+    return (log_w - jax.nn.logsumexp(jax.nn.logsumexp(log_w, axis=1))).reshape(-1)
+
+
 def all_log_probs(params: IsingParams) -> jax.Array:
     """log P(s) for every state, in index order: [2^n]."""
     _check_n(params, "all_log_probs")
-    log_w, _, _ = _log_weights(params)
-    return (log_w - jax.nn.logsumexp(jax.nn.logsumexp(log_w, axis=1))).reshape(-1)
+    return _all_log_probs(params)
+
+
+@jax.jit
+def _log_partition(params: IsingParams) -> jax.Array:
+    return jax.nn.logsumexp(jax.nn.logsumexp(_log_weights(params)[0], axis=1))
 
 
 def log_partition(params: IsingParams) -> jax.Array:
     """log Z = log sum_s exp(-E(s)) by enumeration (n <= 20). Returns a scalar."""
     _check_n(params, "log_partition")
-    return jax.nn.logsumexp(jax.nn.logsumexp(_log_weights(params)[0], axis=1))
+    return _log_partition(params)
 
 
 def moments(params: IsingParams) -> Moments:
     """Exact means <s_i> [n] and correlations <s_i s_j> [n, n] (n <= 20)."""
     _check_n(params, "moments")
+    return _moments(params)
+
+
+@jax.jit
+def _moments(params: IsingParams) -> Moments:
     log_w, s_a, s_b = _log_weights(params)
     p = jnp.exp(log_w - jax.nn.logsumexp(jax.nn.logsumexp(log_w, axis=1)))  # [2^n_b, 2^n_a]
     p_a, p_b = p.sum(axis=0), p.sum(axis=1)
@@ -96,7 +117,12 @@ def moments(params: IsingParams) -> Moments:
 def log_prob(params: IsingParams, spins: jax.Array) -> jax.Array:
     """Exact log P(s) = -E(s) - log Z for spins [..., n] (n <= 20); returns [...]."""
     _check_n(params, "log_prob")
-    return -energy(params, spins) - log_partition(params)
+    return _log_prob(params, spins)
+
+
+@jax.jit
+def _log_prob(params: IsingParams, spins: jax.Array) -> jax.Array:
+    return -energy(params, spins) - _log_partition(params)
 
 
 def sample(key: jax.Array, params: IsingParams, num_samples: int) -> jax.Array:
@@ -108,12 +134,18 @@ def sample(key: jax.Array, params: IsingParams, num_samples: int) -> jax.Array:
     Returns:
       [num_samples, n] float32 spins (±1).
     """
-    n = _check_n(params, "sample")
+    _check_n(params, "sample")
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
         raise ValueError(
             f"exact.sample: num_samples must be a positive integer, got {num_samples!r}."
         )
-    log_p = all_log_probs(params).reshape(2 ** _halves(n)[1], -1)  # rows: chunks of states
+    return _sample(key, params, num_samples=num_samples)
+
+
+@functools.partial(jax.jit, static_argnames="num_samples")
+def _sample(key: jax.Array, params: IsingParams, *, num_samples: int) -> jax.Array:
+    n = params.b.shape[0]
+    log_p = _all_log_probs(params).reshape(2 ** _halves(n)[1], -1)  # rows: chunks of states
     num_chunks, size = log_p.shape
     chunk_log_mass = jax.nn.logsumexp(log_p, axis=1)  # [num_chunks]
     chunk_cdf = jnp.cumsum(jnp.exp(chunk_log_mass - chunk_log_mass.max()))
@@ -146,6 +178,7 @@ def _search_rows(cdf: jax.Array, rows: jax.Array, u: jax.Array) -> jax.Array:
     return jnp.minimum(lo, size - 1)
 
 
+@jax.jit
 def empirical_log_probs(spins: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """log of the empirical probability of each sample's state: [M] for spins [M, n].
 
@@ -180,8 +213,13 @@ def kl_divergence(
             f"exact.kl_divergence: empirical_spins must have shape [M, {n}], "
             f"got {empirical_spins.shape}."
         )
+    return _kl_divergence(empirical_spins, params, weights)
+
+
+@jax.jit
+def _kl_divergence(empirical_spins, params, weights):
     w = jnp.ones(empirical_spins.shape[0]) if weights is None else jnp.asarray(weights)
     log_emp = empirical_log_probs(empirical_spins, w)
-    log_model = log_prob(params, empirical_spins)
+    log_model = _log_prob(params, empirical_spins)
     terms = jnp.where(w > 0, w * (log_emp - log_model), 0.0)
     return jnp.sum(terms) / jnp.sum(w)

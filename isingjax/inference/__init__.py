@@ -8,6 +8,7 @@ jit/vmap), `infer` validates the inputs and turns data problems into errors or w
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 
@@ -27,6 +28,18 @@ METHODS = {
     "exact_ml": exact_ml.fit,
 }
 PENALTIES = {"l2", "l2_per_sample", "l2_bias"}  # options that must be >= 0
+# Options that set shapes or Python control flow: compiled in, one compile per value. Every
+# other option given as a number or an array is traced, so a loop over penalty strengths,
+# step sizes or tolerances reuses one compiled fit.
+STATIC_OPTIONS = {
+    "symmetric",
+    "solver",
+    "max_iter",
+    "eps_grid",
+    "num_iters",
+    "memory",
+    "init_scale",
+}
 
 
 def options_of(method: str) -> list[str]:
@@ -77,6 +90,18 @@ def _check_inputs(spins, method, weights, options):
     return spins, jnp.asarray(weights, jnp.float32)
 
 
+def _as_float(value):
+    """Python numbers as float32 arrays: 1 and 1.0 then share one compiled fit."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return np.float32(value) if is_number else value
+
+
+@functools.partial(jax.jit, static_argnames=("method", "static"))
+def _fit(spins, weights, dynamic, *, method, static):
+    """The compiled fit: one compile per (method, shapes, static options)."""
+    return METHODS[method](spins, weights, **dynamic, **dict(static))
+
+
 def infer_with_info(spins, method: str, *, weights=None, **options) -> tuple[IsingParams, dict]:
     """Infers Ising parameters and returns (IsingParams, info dict of diagnostics).
 
@@ -87,7 +112,10 @@ def infer_with_info(spins, method: str, *, weights=None, **options) -> tuple[Isi
       **options: method options (see `options_of(method)` and each module's docstring).
     """
     spins, weights = _check_inputs(spins, method, weights, options)
-    params, info = METHODS[method](spins, weights, **options)
+    static = {k: v for k, v in options.items() if k in STATIC_OPTIONS or v is None}
+    dynamic = {k: _as_float(v) for k, v in options.items() if k not in static}
+    static = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in static.items()))
+    params, info = _fit(spins, weights, dynamic, method=method, static=static)
     constant = _concrete(info["constant_spins"])
     if constant is not None and constant > 0:
         warnings.warn(
