@@ -1,0 +1,122 @@
+"""Process set-up for the entry points: the persistent compilation cache and a console a
+person can follow (the project's progress lines; library chatter only when asked for).
+
+Nothing here is used by the library's functions; `experiments/main.py` and the benchmarks
+call it once at start-up.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+from absl import flags, logging
+
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def parse_flags(argv):
+    """Parses absl flags; a bad --config or --config.<field> override exits with one line."""
+    for arg in argv[1:]:
+        path = arg.removeprefix("--config=").split(":")[0]
+        if arg.startswith("--config=") and not os.path.isfile(path):
+            sys.exit(f"error: config file {path!r} does not exist (try configs/sample.py).")
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        cause = e.args[0] if e.args else e
+        text = str(cause.args[0] if isinstance(cause, KeyError) else cause).strip("'\"")
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        culprit = [a for a in overrides if f".{text}=" in a or f".{text}." in a]
+        what = f"unknown config field {text!r} in {culprit[0]}" if culprit else text
+        sys.exit(
+            f"error: {what}\nEvery --config.<field>=value must name a field the config "
+            "file defines, with a value of its type (see config.json of any run)."
+        )
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/isingjax/jax (default ~/.cache/isingjax/jax)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "isingjax" / "jax"
+
+
+def enable_compilation_cache(directory: str | Path | None = None) -> Path | None:
+    """Turns on JAX's persistent compilation cache, so a new process reuses compiled code.
+
+    Args:
+      directory: where compiled executables are kept; None = `default_cache_dir()`; ''
+        turns the cache off.
+
+    Returns:
+      the directory used, or None when off. Every compilation is cached (no minimum
+      compile time): a run's many mid-sized programs are what a restart pays for.
+    """
+    if directory == "":
+        return None
+    path = Path(directory) if directory is not None else default_cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+class _ProjectOnly(std_logging.Filter):
+    """Passes isingjax's own records and any warning; drops other libraries' INFO lines."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or record.pathname.startswith(PACKAGE_DIR)
+
+
+def configure_console(*, verbose: bool) -> None:
+    """Short 'HH:MM:SS message' lines; without `verbose`, other libraries' INFO is hidden.
+
+    Checkpoint libraries (Orbax) log every save at INFO through absl; a run of the main
+    job printed ~300 such lines around its ~20 lines of progress.
+    """
+    handler = logging.get_absl_handler()
+    if not verbose:
+        handler.addFilter(_ProjectOnly())
+        handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.set_verbosity(logging.DEBUG if verbose else logging.INFO)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Logs one line per finished step: what, step x / total, time elapsed and left.
+
+    The estimate of the time left is the mean time per step so far times the steps left;
+    `total` counts only the steps this process runs (a resumed run skips finished ones).
+    """
+
+    def __init__(self, what: str, total: int):
+        self.what, self.total, self.done = what, max(int(total), 1), 0
+        self.start = time.monotonic()
+
+    def step(self, note: str = "") -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        eta = f", ~{_duration(left)} left" if self.done < self.total else ""
+        logging.info(
+            "%s %d/%d%s (%s elapsed%s)",
+            self.what,
+            self.done,
+            self.total,
+            f" {note}" if note else "",
+            _duration(elapsed),
+            eta,
+        )

@@ -1,0 +1,55 @@
+"""Entry-point set-up: the compilation cache, the console filter, progress lines."""
+
+import logging as std_logging
+
+import jax
+import pytest
+
+from isingjax import runtime
+
+
+def _record(pathname, level=std_logging.INFO, msg="x"):
+    return std_logging.LogRecord("absl", level, pathname, 1, msg, None, None)
+
+
+def test_console_filter_passes_project_lines_and_warnings_only():
+    keep = runtime._ProjectOnly()
+    own = f"{runtime.PACKAGE_DIR}/pipelines/augment.py"
+    assert keep.filter(_record(own))
+    assert not keep.filter(_record("/site-packages/orbax/checkpoint/checkpoint_manager.py"))
+    assert keep.filter(_record("/site-packages/orbax/x.py", level=std_logging.WARNING))
+
+
+def test_progress_lines_count_steps_and_estimate_time_left(monkeypatch):
+    clock = iter([100.0, 110.0, 130.0, 160.0])
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: next(clock))
+    lines = []
+    monkeypatch.setattr(runtime.logging, "info", lambda fmt, *a: lines.append(fmt % a))
+    progress = runtime.Progress("augment: beta=1 M=100", total=3)
+    progress.step("plm")  # 10 s for 1 step: 20 s left
+    progress.step()  # 30 s for 2 steps: 15 s left
+    progress.step()  # done: no estimate
+    assert lines == [
+        "augment: beta=1 M=100 1/3 plm (10s elapsed, ~20s left)",
+        "augment: beta=1 M=100 2/3 (30s elapsed, ~15s left)",
+        "augment: beta=1 M=100 3/3 (1m00s elapsed)",
+    ]
+
+
+def test_compilation_cache_directory_and_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert runtime.default_cache_dir() == tmp_path / "xdg" / "isingjax" / "jax"
+    updates = {}
+    # Recorded, not applied: this test process keeps compiling without a cache.
+    monkeypatch.setattr(jax.config, "update", lambda name, value: updates.update({name: value}))
+    assert runtime.enable_compilation_cache("") is None
+    assert updates == {}
+    path = runtime.enable_compilation_cache()
+    assert path == runtime.default_cache_dir() and path.is_dir()
+    assert updates["jax_compilation_cache_dir"] == str(path)
+    assert updates["jax_persistent_cache_min_compile_time_secs"] == 0.0
+
+
+@pytest.mark.parametrize("seconds, text", [(5.2, "5s"), (65, "1m05s"), (3725, "1h02m")])
+def test_durations_read_as_a_person_reads_them(seconds, text):
+    assert runtime._duration(seconds) == text
