@@ -97,3 +97,21 @@ def test_exact_second_call_compiles_nothing():
     with compilations() as second:
         calls(other, other_spins, jax.random.key(1))
     assert second == []
+
+
+def test_diffusion_sample_second_call_compiles_nothing():
+    from isingjax.diffusion import generate, schedule, score_net
+
+    net = score_net.ScoreNet(6, widths=(16, 32), time_dim=16)
+    sched = schedule.make_schedule("linear", 100)
+    x, t = np.zeros((1, 6), np.float32), np.ones(1, np.int32)
+    params = [net.init(jax.random.key(i), x, t) for i in range(2)]
+    with compilations() as first:
+        spins = generate.sample(jax.random.key(0), net, params[0], sched, num_samples=32)
+    assert first and spins.shape == (32, 6)
+    assert set(np.unique(np.asarray(spins))) <= {-1.0, 1.0}
+    with compilations() as second:
+        generate.sample(jax.random.key(1), net, params[1], sched, num_samples=32)
+    assert second == []
+    with pytest.raises(ValueError, match="num_steps must be at most the schedule's 100"):
+        generate.sample(jax.random.key(1), net, params[1], sched, num_samples=32, num_steps=500)
