@@ -34,23 +34,27 @@ class TrainState(NamedTuple):
     key_data: jax.Array  # [2] uint32: raw data of the run's key (checkpointable)
 
 
-def make_train_fns(
-    net,
-    schedule: Schedule,
+def make_trainer(
+    init_params_fn: Callable[[jax.Array, int], Any],
+    loss_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
     optimizer: optax.GradientTransformation,
     *,
     batch_size: int = 256,
     ema_decay: float = 0.999,
 ):
-    """Returns (init_fn(key, n) -> TrainState, chunk_fn(state, data, weights, num_steps)).
+    """Minibatch training of any generator: (init_fn(key, n), chunk_fn(state, data, weights,
+    num_steps)).
 
-    chunk_fn runs num_steps (static) optimizer steps on data [M, n] with weights [M] and
-    returns (state, losses [num_steps]).
+    init_params_fn(key, n) -> network parameters; loss_fn(params, x0 [B, n], keys [2]) ->
+    scalar loss of a minibatch (keys: two keys for the loss's own noise). Every step's key
+    is fold_in(run key, step), split into the minibatch's key and the loss's two. chunk_fn
+    runs num_steps (static) optimizer steps on data [M, n] with weights [M] and returns
+    (state, losses [num_steps]).
     """
 
     def init_fn(key: jax.Array, n: int) -> TrainState:
         init_key, run_key = jax.random.split(key)
-        params = net.init(init_key, jnp.zeros((1, n)), jnp.ones((1,), jnp.int32))
+        params = init_params_fn(init_key, n)
         return TrainState(
             jnp.zeros((), jnp.int32),
             params,
@@ -59,18 +63,11 @@ def make_train_fns(
             jax.random.key_data(run_key),
         )
 
-    def loss_fn(params, x0, t, noise):
-        pred = net.apply(params, q_sample(schedule, x0, t, noise), t)
-        return jnp.mean((pred - noise) ** 2)
-
     def step_fn(state: TrainState, data, log_weights):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key_data), state.step)
-        batch_key, t_key, noise_key = jax.random.split(key, 3)
+        batch_key, *loss_keys = jax.random.split(key, 3)
         idx = jax.random.categorical(batch_key, log_weights, shape=(batch_size,))
-        x0 = data[idx]
-        t = jax.random.randint(t_key, (batch_size,), 1, schedule.num_steps + 1)
-        noise = jax.random.normal(noise_key, x0.shape)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, t, noise)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, data[idx], loss_keys)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
@@ -83,6 +80,30 @@ def make_train_fns(
         return lax.scan(lambda s, _: step_fn(s, data, log_weights), state, length=num_steps)
 
     return init_fn, chunk_fn
+
+
+def make_train_fns(
+    net,
+    schedule: Schedule,
+    optimizer: optax.GradientTransformation,
+    *,
+    batch_size: int = 256,
+    ema_decay: float = 0.999,
+):
+    """The DDPM's (init_fn(key, n), chunk_fn(state, data, weights, num_steps)): the
+    epsilon-prediction loss at t ~ Uniform{1..T} with Gaussian noise (see `make_trainer`)."""
+
+    def init_params(key, n):
+        return net.init(key, jnp.zeros((1, n)), jnp.ones((1,), jnp.int32))
+
+    def loss_fn(params, x0, keys):
+        t_key, noise_key = keys
+        t = jax.random.randint(t_key, (x0.shape[0],), 1, schedule.num_steps + 1)
+        noise = jax.random.normal(noise_key, x0.shape)
+        pred = net.apply(params, q_sample(schedule, x0, t, noise), t)
+        return jnp.mean((pred - noise) ** 2)
+
+    return make_trainer(init_params, loss_fn, optimizer, batch_size=batch_size, ema_decay=ema_decay)
 
 
 def checkpoint_manager(directory: str | Path) -> ocp.CheckpointManager:
