@@ -212,6 +212,8 @@ def test_nonfinite_cells_are_an_error_unless_allowed():
         ("data.num_observed", 5, "config.data.num_observed must be an integer >= 10"),
         ("classifier.quantile", 1.5, r"config.classifier.quantile must be in \(0, 1\)"),
         ("model.n", 24, "config.model.n must be <= 20"),
+        ("data.num_validation", 0, "config.data.num_validation must be an integer >= 1"),
+        ("guidance.allow_nonfinite", None, "config.guidance.allow_nonfinite must be True or False"),
     ],
 )
 def test_guided_rejects_bad_config(tmp_path, field, value, match):
@@ -219,6 +221,13 @@ def test_guided_rejects_bad_config(tmp_path, field, value, match):
     section, name = field.split(".")
     config[section][name] = value
     with pytest.raises(ValueError, match=match):
+        guided.run(config, tmp_path)
+
+
+def test_guided_rejects_a_nonpositive_max_norm(tmp_path):
+    config = tiny_config()
+    config.guidance.options.max_norm = 0.0
+    with pytest.raises(ValueError, match="config.guidance.options.max_norm must be finite and > 0"):
         guided.run(config, tmp_path)
 
 

@@ -174,10 +174,10 @@ def _fit_fns(config):
     for method in config.inference.methods:
         options = dict(config.inference.options.get(method, {}))
         c = guided_summary.penalty_per_sample(config, method)
-        fit = functools.partial(inference.METHODS[method], **options)
         if c:
             options.pop("l2_per_sample", None)
-            fit = functools.partial(inference.METHODS[method], **options)
+        fit = functools.partial(inference.METHODS[method], **options)
+        if c:
 
             def fn(spins, weights, fit=fit, c=c):
                 total = spins.shape[0] if weights is None else jnp.sum(weights)
