@@ -34,7 +34,15 @@ g to the score means eps' = eps - gamma sigma_t g.
                re-noises x0_hat(x_t) to step t_m = `minority_t` T with fixed noise: the
                sample moves to where the model reconstructs its own prediction poorly.
 
-Each sampler returns (spins [K, n] of ±1, weights [K]); weights are 1 except for rejection.
+Every guidance term is bounded: the displacement it adds to eps (gamma times sigma_t g,
+or for Langevin the score step's eps) is clipped per sample to the Euclidean norm
+`max_norm` sqrt(n) (sqrt(n) is the typical norm of eps ~ N(0, I)), so no gamma can send
+the reverse process out of the finite range. Minority guidance needs it most: its x0_hat
+divides by sqrt(abar_t) (about 1/160 at t = T), so its raw gradient is huge at large t.
+
+Each sampler returns (spins [K, n] of ±1, weights [K]); weights are 1 except for
+rejection. `sample_counted` also returns how many samples were non-finite before
+thresholding (isingjax.diffusion.sampling.num_nonfinite).
 """
 
 from __future__ import annotations
@@ -54,6 +62,14 @@ from isingjax.diffusion.score_net import sinusoidal_embedding
 from isingjax.models import IsingParams, energy
 
 SAMPLERS = ("baseline", "langevin", "entropy", "classifier", "rejection", "temperature", "minority")
+DEFAULT_MAX_NORM = 3.0  # clip of a guidance term, in multiples of sqrt(n)
+
+
+def clip_norm(v, max_norm) -> jax.Array:
+    """v [B, n] with each row's Euclidean norm clipped to max_norm sqrt(n)."""
+    limit = max_norm * jnp.sqrt(v.shape[-1])
+    norm = jnp.sqrt(jnp.sum(v**2, axis=-1, keepdims=True))
+    return v * jnp.minimum(1.0, limit / jnp.maximum(norm, 1e-30))
 
 
 def _sigma(schedule: Schedule, t) -> jax.Array:
@@ -64,30 +80,37 @@ def temperature_eps(eps_fn, gamma):
     return lambda x, t: eps_fn(x, t) * (1.0 - gamma)
 
 
-def entropy_eps(eps_fn, schedule: Schedule, gamma):
+def kde_repulsion(x) -> jax.Array:
+    """-grad_x log p_hat(x_i) for each row of x [B, n], p_hat(y) = mean_j N(y; x_j, h^2 I)
+    the batch's Gaussian kernel density estimate, h^2 = median_ij |x_i - x_j|^2 / (2 log B)
+    (held fixed: not differentiated)."""
+    d2 = jnp.sum((x[:, None, :] - x[None, :, :]) ** 2, axis=-1)
+    h2 = jnp.median(d2) / (2.0 * jnp.log(x.shape[0])) + 1e-12
+    w = jax.nn.softmax(-d2 / (2.0 * h2), axis=1)
+    return (x - w @ x) / h2
+
+
+def entropy_eps(eps_fn, schedule: Schedule, gamma, max_norm=DEFAULT_MAX_NORM):
     def guided(x, t):
-        eps = eps_fn(x, t)
-        d2 = jnp.sum((x[:, None, :] - x[None, :, :]) ** 2, axis=-1)
-        h2 = jnp.median(d2) / (2.0 * jnp.log(x.shape[0])) + 1e-12
-        w = jax.nn.softmax(-d2 / (2.0 * h2), axis=1)
-        repulsion = (x - w @ x) / h2  # -grad log p_hat(x_i)
-        return eps - gamma * _sigma(schedule, t)[:, None] * repulsion
+        term = clip_norm(_sigma(schedule, t)[:, None] * kde_repulsion(x), max_norm)
+        return eps_fn(x, t) - gamma * term
 
     return guided
 
 
-def classifier_eps(eps_fn, schedule: Schedule, logit_fn, gamma):
+def classifier_eps(eps_fn, schedule: Schedule, logit_fn, gamma, max_norm=DEFAULT_MAX_NORM):
     """logit_fn(x, t) -> logit of c(low | x_t, t) per sample."""
 
     def guided(x, t):
-        eps = eps_fn(x, t)
         grad = jax.grad(lambda y: jnp.sum(jax.nn.log_sigmoid(logit_fn(y, t))))(x)
-        return eps - gamma * _sigma(schedule, t)[:, None] * grad
+        return eps_fn(x, t) - gamma * clip_norm(_sigma(schedule, t)[:, None] * grad, max_norm)
 
     return guided
 
 
-def minority_eps(eps_fn, schedule: Schedule, gamma, key, t_m: int):
+def minority_score(eps_fn, schedule: Schedule, key, t_m: int):
+    """g(x, t) = grad_x |x0_hat(x, t) - x0_hat(x_m, t_m)|^2 per sample (the minority score),
+    x_m = sqrt(abar_m) x0_hat(x, t) + sqrt(1 - abar_m) z, z ~ N(0, I) fixed per step t[0]."""
     abar_m = schedule.alpha_bars[t_m - 1]
 
     def x0_hat(x, t, eps):
@@ -95,8 +118,7 @@ def minority_eps(eps_fn, schedule: Schedule, gamma, key, t_m: int):
             schedule.alpha_bars[t - 1]
         )[:, None]
 
-    def guided(x, t):
-        eps = eps_fn(x, t)
+    def score(x, t):
         noise = jax.random.normal(jax.random.fold_in(key, t[0]), x.shape)
         t_mm = jnp.full_like(t, t_m)
 
@@ -105,12 +127,27 @@ def minority_eps(eps_fn, schedule: Schedule, gamma, key, t_m: int):
             x_m = jnp.sqrt(abar_m) * x0 + jnp.sqrt(1.0 - abar_m) * noise
             return jnp.sum((x0 - x0_hat(x_m, t_mm, eps_fn(x_m, t_mm))) ** 2)
 
-        return eps - gamma * _sigma(schedule, t)[:, None] * jax.grad(loss)(x)
+        return jax.grad(loss)(x)
+
+    return score
+
+
+def minority_eps(eps_fn, schedule: Schedule, gamma, key, t_m: int, max_norm=DEFAULT_MAX_NORM):
+    score = minority_score(eps_fn, schedule, key, t_m)
+
+    def guided(x, t):
+        term = clip_norm(_sigma(schedule, t)[:, None] * score(x, t), max_norm)
+        return eps_fn(x, t) - gamma * term
 
     return guided
 
 
-def langevin_corrector(eps_fn, schedule: Schedule, gamma, *, step_size, num_steps, t_window):
+def langevin_corrector(
+    eps_fn, schedule: Schedule, gamma, *, step_size, num_steps, t_window, max_norm=DEFAULT_MAX_NORM
+):
+    """corrector(key, x, t): `num_steps` steps x <- x + g eta sigma_t clip(eps(x, t))
+    + sqrt(2 g eta) sigma_t z (= x - g eta sigma_t^2 s(x, t) + ..., reversed Langevin),
+    with g = gamma inside t_window (fractions of T) and 0 outside."""
     lo, hi = (round(f * schedule.num_steps) for f in t_window)
 
     def corrector(key, x, t):
@@ -118,7 +155,7 @@ def langevin_corrector(eps_fn, schedule: Schedule, gamma, *, step_size, num_step
         g = jnp.where((t >= lo) & (t <= hi), gamma, 0.0)
 
         def one(x, k):
-            eps = eps_fn(x, jnp.full(x.shape[:1], t))  # score = -eps / sigma
+            eps = clip_norm(eps_fn(x, jnp.full(x.shape[:1], t)), max_norm)  # score = -eps/sigma
             noise = jax.random.normal(k, x.shape)
             move = g * step_size * sigma * eps + jnp.sqrt(2.0 * g * step_size) * sigma * noise
             return x + move, None
@@ -202,7 +239,14 @@ class Context(NamedTuple):
     options: Any  # a mapping of sampler options (see configs/guided.py)
 
 
-def sample(
+def sample(name: str, key, gamma, eps_fn, schedule: Schedule, context: Context, **kwargs):
+    """Samples of guided sampler `name` at strength gamma: (spins [K, n], weights [K]);
+    arguments as `sample_counted`."""
+    spins, weights, _ = sample_counted(name, key, gamma, eps_fn, schedule, context, **kwargs)
+    return spins, weights
+
+
+def sample_counted(
     name: str,
     key,
     gamma,
@@ -214,21 +258,24 @@ def sample(
     n: int,
     sampler: str = "ddim",
     num_steps: int = 50,
-) -> tuple[jax.Array, jax.Array]:
-    """Samples of guided sampler `name` at strength gamma: (spins [K, n], weights [K])."""
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(spins [K, n], weights [K], number of non-finite samples before thresholding
+    (int32 []; for rejection, over the whole pool)) of guided sampler `name` at gamma."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown guided sampler {name!r}; choose one of {SAMPLERS}.")
     opts = context.options
+    max_norm = opts.get("max_norm", DEFAULT_MAX_NORM)
     guided, corrector = eps_fn, None
     if name == "temperature":
         guided = temperature_eps(eps_fn, gamma)
     elif name == "entropy":
-        guided = entropy_eps(eps_fn, schedule, gamma)
+        guided = entropy_eps(eps_fn, schedule, gamma, max_norm)
     elif name == "classifier":
-        guided = classifier_eps(eps_fn, schedule, context.logit_fn, gamma)
+        guided = classifier_eps(eps_fn, schedule, context.logit_fn, gamma, max_norm)
     elif name == "minority":
         t_m = max(1, round(opts["minority_t"] * schedule.num_steps))
-        guided = minority_eps(eps_fn, schedule, gamma, jax.random.fold_in(key, 1), t_m)
+        minority_key = jax.random.fold_in(key, 1)
+        guided = minority_eps(eps_fn, schedule, gamma, minority_key, t_m, max_norm)
     elif name == "langevin":
         corrector = langevin_corrector(
             eps_fn,
@@ -237,10 +284,11 @@ def sample(
             step_size=opts["langevin_step_size"],
             num_steps=opts["langevin_steps"],
             t_window=tuple(opts["langevin_t_window"]),
+            max_norm=max_norm,
         )
 
     def draw(k, size):
-        return sampling.sample_spins(
+        return sampling.sample_spins_counted(
             k,
             guided,
             schedule,
@@ -252,11 +300,13 @@ def sample(
         )
 
     if name != "rejection":
-        spins = draw(key, num_samples)
-        return spins, jnp.ones(num_samples, spins.dtype)
+        spins, bad = draw(key, num_samples)
+        return spins, jnp.ones(num_samples, spins.dtype), bad
     pool_factor = opts["pool_factor"]
     batch_keys = [key] + [jax.random.fold_in(key, 2 + b) for b in range(pool_factor - 1)]
-    pool = jnp.concatenate([draw(k, num_samples) for k in batch_keys])
+    batches = [draw(k, num_samples) for k in batch_keys]
+    pool = jnp.concatenate([b[0] for b in batches])
+    bad = sum(b[1] for b in batches)
     accept = rejection_accept(jax.random.fold_in(key, 0), energy(context.inferred, pool), gamma)
     order = jnp.argsort(~accept, stable=True)[:num_samples]  # accepted first, in pool order
-    return pool[order], accept[order].astype(pool.dtype)
+    return pool[order], accept[order].astype(pool.dtype), bad

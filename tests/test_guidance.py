@@ -5,8 +5,9 @@ import optax
 import pytest
 
 import isingjax as ij
+from configs import guided as guided_config
 from isingjax import exact, guidance, metrics
-from isingjax.diffusion import schedule, score_net, train
+from isingjax.diffusion import sampling, schedule, score_net, train
 from isingjax.diffusion.schedule import q_sample
 from isingjax.inference import plm
 
@@ -144,3 +145,117 @@ def test_unknown_sampler_is_refused():
             num_samples=4,
             n=3,
         )
+
+
+def _log_kde(y, data, h2):
+    """log of mean_j N(y; data_j, h2 I), written independently of isingjax.guidance."""
+    n = data.shape[1]
+    sq = jnp.sum((y[None, :] - data) ** 2, axis=1)
+    log_norm = -0.5 * n * jnp.log(2 * jnp.pi * h2) - jnp.log(data.shape[0])
+    return jax.scipy.special.logsumexp(-sq / (2 * h2)) + log_norm
+
+
+def test_entropy_repulsion_is_minus_grad_log_kde():
+    x = jax.random.normal(jax.random.key(0), (7, 4))
+    xs = np.asarray(x, np.float64)
+    d2 = ((xs[:, None, :] - xs[None, :, :]) ** 2).sum(-1)
+    h2 = np.median(d2) / (2 * np.log(7))
+    reference = -jax.vmap(jax.grad(_log_kde), in_axes=(0, None, None))(x, x, h2)
+    np.testing.assert_allclose(guidance.kde_repulsion(x), reference, rtol=1e-4, atol=1e-5)
+    # In entropy_eps: eps - gamma sigma_t (-grad log p_hat), unclipped at a huge max_norm.
+    t = jnp.full(7, 400)
+    sigma = np.sqrt(1 - float(SCHEDULE.alpha_bars[399]))
+    zero = lambda x, t: jnp.zeros_like(x)  # noqa: E731
+    guided = guidance.entropy_eps(zero, SCHEDULE, 2.0, max_norm=1e9)(x, t)
+    np.testing.assert_allclose(guided, -2.0 * sigma * reference, rtol=1e-4, atol=1e-5)
+
+
+def test_guidance_terms_are_clipped_to_max_norm():
+    x = 50.0 * jax.random.normal(jax.random.key(1), (5, 4))
+    v = guidance.clip_norm(x, 0.5)
+    norms = np.linalg.norm(np.asarray(v), axis=1)
+    np.testing.assert_allclose(norms, 0.5 * 2.0, rtol=1e-5)  # sqrt(n) = 2, all rows clipped
+    np.testing.assert_allclose(  # directions kept
+        np.asarray(v) / norms[:, None],
+        np.asarray(x) / np.linalg.norm(x, axis=1)[:, None],
+        rtol=1e-5,
+    )
+    small = 0.01 * x
+    np.testing.assert_array_equal(guidance.clip_norm(small, 1e3), small)  # below: unchanged
+
+
+def test_classifier_term_follows_its_definition():
+    # Logit a . x: grad log sigmoid(a . x) = a (1 - sigmoid(a . x)).
+    a = jnp.asarray([1.0, -2.0, 0.5])
+    x = jax.random.normal(jax.random.key(2), (6, 3))
+    t = jnp.full(6, 300)
+    sigma = np.sqrt(1 - float(SCHEDULE.alpha_bars[299]))
+    eps_fn = lambda x, t: 0.3 * x  # noqa: E731
+    guided = guidance.classifier_eps(eps_fn, SCHEDULE, lambda y, t: y @ a, 1.5, max_norm=1e9)
+    grad = np.asarray(a)[None, :] * (1 - 1 / (1 + np.exp(-np.asarray(x @ a))))[:, None]
+    np.testing.assert_allclose(guided(x, t), 0.3 * x - 1.5 * sigma * grad, rtol=1e-5, atol=1e-6)
+
+
+def _eps(x, t):
+    """A smooth nonlinear stand-in for the network."""
+    scale = 1.0 + t[:, None] / 1000.0
+    return jnp.tanh(x @ jnp.asarray([[1.0, 0.5, 0.0], [-0.3, 1.0, 0.2], [0.1, 0.0, 1.0]])) * scale
+
+
+def test_minority_term_follows_its_definition():
+    key, t_m, gamma = jax.random.key(3), 300, 0.7
+    x = jax.random.normal(jax.random.key(4), (5, 3))
+    t = jnp.full(5, 800)
+    abar, abar_m = float(SCHEDULE.alpha_bars[799]), float(SCHEDULE.alpha_bars[t_m - 1])
+    noise = jax.random.normal(jax.random.fold_in(key, 800), x.shape)  # fixed per step
+
+    def loss(y):  # |x0_hat(y, t) - x0_hat(x_m, t_m)|^2, x_m the re-noised x0_hat(y, t)
+        x0 = (y - np.sqrt(1 - abar) * _eps(y, t)) / np.sqrt(abar)
+        x_m = np.sqrt(abar_m) * x0 + np.sqrt(1 - abar_m) * noise
+        tm = jnp.full(5, t_m)
+        return jnp.sum((x0 - (x_m - np.sqrt(1 - abar_m) * _eps(x_m, tm)) / np.sqrt(abar_m)) ** 2)
+
+    g = jax.grad(loss)(x)
+    guided = guidance.minority_eps(_eps, SCHEDULE, gamma, key, t_m, max_norm=1e9)(x, t)
+    expected = _eps(x, t) - gamma * np.sqrt(1 - abar) * g
+    np.testing.assert_allclose(guided, expected, rtol=1e-4, atol=1e-4)
+    # Clipped: the term's norm per sample is at most max_norm sqrt(n).
+    clipped = guidance.minority_eps(_eps, SCHEDULE, 1.0, key, t_m, max_norm=0.1)(x, t)
+    assert np.all(np.linalg.norm(np.asarray(clipped - _eps(x, t)), axis=1) <= 0.1 * 3**0.5 + 1e-5)
+
+
+def test_langevin_corrector_follows_its_definition():
+    key, gamma, eta = jax.random.key(5), 0.8, 0.1
+    x = jax.random.normal(jax.random.key(6), (4, 3))
+    corrector = guidance.langevin_corrector(
+        _eps, SCHEDULE, gamma, step_size=eta, num_steps=2, t_window=(0.05, 0.5), max_norm=1e9
+    )
+    t = 300
+    sigma = np.sqrt(1 - float(SCHEDULE.alpha_bars[t - 1]))
+    expected = x
+    for k in jax.random.split(key, 2):  # x <- x - gamma eta sigma^2 s + sqrt(2 gamma eta) sigma z
+        score = -_eps(expected, jnp.full(4, t)) / sigma
+        z = jax.random.normal(k, x.shape)
+        expected = expected - gamma * eta * sigma**2 * score + np.sqrt(2 * gamma * eta) * sigma * z
+    np.testing.assert_allclose(corrector(key, x, t), expected, rtol=1e-5, atol=1e-5)
+    # Outside the window (t > 0.5 T) it is the identity.
+    np.testing.assert_array_equal(corrector(key, x, 700), x)
+
+
+def test_num_nonfinite_counts_samples_before_thresholding():
+    x = jnp.asarray([[0.5, -1.0], [jnp.nan, 1.0], [jnp.inf, -jnp.inf], [2.0, 3.0]])
+    assert int(sampling.num_nonfinite(x)) == 2
+    np.testing.assert_array_equal(sampling.threshold(x)[1], [-1.0, 1.0])  # NaN -> -1: silent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", guidance.SAMPLERS[1:])
+def test_largest_default_gamma_gives_finite_samples(setup, name):
+    config = guided_config.get_config()
+    gamma = config.guidance.gammas[name][-1]
+    _, inferred, eps_fn, context, _, _ = setup
+    context = context._replace(options=dict(config.guidance.options))
+    _, _, bad = guidance.sample_counted(
+        name, jax.random.key(7), gamma, eps_fn, SCHEDULE, context, num_samples=400, n=N
+    )
+    assert int(bad) == 0, (name, gamma, int(bad))

@@ -32,8 +32,14 @@ CORRECTOR_STREAM = 2**31 - 1  # fold_in(key, this) keys the corrector's noise
 
 
 def threshold(x: jax.Array) -> jax.Array:
-    """Continuous samples -> float32 spins: +1 where x > 0, else -1."""
+    """Continuous samples -> float32 spins: +1 where x > 0, else -1 (NaN too: count
+    non-finite samples with `num_nonfinite` before thresholding)."""
     return jnp.where(x > 0, 1.0, -1.0).astype(jnp.float32)
+
+
+def num_nonfinite(x: jax.Array) -> jax.Array:
+    """Number of samples (rows of x [..., B, n]) with any non-finite entry: int32 [...]."""
+    return jnp.sum(~jnp.all(jnp.isfinite(x), axis=-1), axis=-1).astype(jnp.int32)
 
 
 def ddpm_sample(
@@ -105,7 +111,7 @@ def ddim_sample(
 SAMPLERS = ("ddpm", "ddim")
 
 
-def sample_spins(
+def sample_continuous(
     key: jax.Array,
     eps_fn: EpsFn,
     schedule: Schedule,
@@ -116,13 +122,23 @@ def sample_spins(
     num_steps: int = 50,
     corrector: Corrector | None = None,
 ) -> jax.Array:
-    """Spins [num_samples, n] (float32 ±1) from the ancestral sampler ('ddpm', all T steps)
-    or from DDIM on num_steps steps ('ddim'), thresholded."""
+    """Continuous x_0 [num_samples, n] from the ancestral sampler ('ddpm', all T steps) or
+    from DDIM on num_steps steps ('ddim'), before thresholding."""
     shape = dict(num_samples=num_samples, n=n, corrector=corrector)
     if sampler == "ddpm":
-        x = ddpm_sample(key, eps_fn, schedule, **shape)
-    elif sampler == "ddim":
-        x = ddim_sample(key, eps_fn, schedule, num_steps=num_steps, **shape)
-    else:
-        raise ValueError(f"unknown diffusion sampler {sampler!r}; choose one of {SAMPLERS}.")
-    return threshold(x)
+        return ddpm_sample(key, eps_fn, schedule, **shape)
+    if sampler == "ddim":
+        return ddim_sample(key, eps_fn, schedule, num_steps=num_steps, **shape)
+    raise ValueError(f"unknown diffusion sampler {sampler!r}; choose one of {SAMPLERS}.")
+
+
+def sample_spins_counted(key: jax.Array, eps_fn: EpsFn, schedule: Schedule, **kwargs):
+    """(spins [num_samples, n] (float32 ±1), number of samples that were non-finite before
+    thresholding (int32 [])); keyword arguments as `sample_continuous`."""
+    x = sample_continuous(key, eps_fn, schedule, **kwargs)
+    return threshold(x), num_nonfinite(x)
+
+
+def sample_spins(key: jax.Array, eps_fn: EpsFn, schedule: Schedule, **kwargs) -> jax.Array:
+    """Spins [num_samples, n] (float32 ±1): `sample_continuous`, thresholded."""
+    return threshold(sample_continuous(key, eps_fn, schedule, **kwargs))

@@ -2,24 +2,31 @@
 model, and do tail samples make better augmentation than unguided ones?
 
 Per seed (vmapped): an SK instance with n <= 20 (every probability exact), M observed
-spins, fresh held-out spins, one DDPM trained on the observed spins (checkpoint chosen by
-the energy-variance criterion, shared by every sampler and gamma), the Ising model
-inferred from the observed spins, and a noise-conditional classifier of high- vs
-low-energy configurations. Then for every sampler of isingjax.guidance, one jitted call
-covers all seeds and all gammas (vmapped: one compile per sampler, whatever the grid):
-K = ratio * M samples, their energy summary and exact tail statistics under the true
-model, KL and moment errors, diversity and novelty, and for every estimator the MSE and
-the held-out negative log-likelihood of the model inferred from observed + samples.
+spins, and two further independent exact draws: test spins (score every reported NLL)
+and validation spins (choose gamma; see guided_summary). One DDPM trained on the observed
+spins (checkpoint chosen by the energy-variance criterion, shared by every sampler and
+gamma), the Ising model inferred from the observed spins, and a noise-conditional
+classifier of high- vs low-energy configurations. Then for every sampler of
+isingjax.guidance, one jitted call covers all seeds and gammas (vmapped: one compile per
+sampler): K = ratio * M samples, the number that were non-finite before thresholding
+(an error unless guidance.allow_nonfinite), their energy summary and exact tail
+statistics, cross-entropy -mean log P and KL under the true model, moment errors,
+diversity and novelty; and for every estimator, fitted on observed + samples, the MSE,
+test NLL, validation NLL and whether the fit converged. Two controls per cell: the count
+control (observed + as many randomly chosen unguided samples as the sampler used) and,
+for the penalized estimators, both arms refitted with the penalty fixed at its
+observed-only value l2 = c / M.
 
 Outputs: config.json, metrics.jsonl (diffusion training, criterion, classifier
 accuracy), results.jsonl (one line per (sampler, gamma, seed); sampler 'observed' is
-the observed-only baseline), results.npz, summary.md (each sampler at its best gamma),
-samples/<sampler>.npz (seed 0's samples at every gamma), checkpoints/, and
-figures/{energy_histograms,tail_kl_vs_gamma,inference_vs_gamma}.png.
+the observed-only baseline), results.npz, summary.md (each sampler at the gamma chosen
+on validation), samples/<sampler>.npz (seed 0's samples at every gamma), checkpoints/,
+and figures/{energy_histograms,tail_kl_vs_gamma,inference_vs_gamma}.png.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -32,10 +39,14 @@ from absl import logging
 from isingjax import exact, guidance, inference, io, metrics, sweeps
 from isingjax.diffusion.schedule import q_sample
 from isingjax.models import sk_model
-from isingjax.pipelines import common, diffusion_stage, guided_figures
+from isingjax.pipelines import common, diffusion_stage, guided_figures, guided_summary
 
-COORDS = ("sampler", "gamma", "seed")
+COORDS = guided_summary.COORDS
 RESUMABLE = ("guidance.samplers",)  # config fields a rerun may change (common.prepare_workdir)
+
+
+def _int_check(name, value, low):
+    return (name, value, common.is_int(value, low), f"an integer >= {low}")
 
 
 def validate_config(config) -> None:
@@ -49,6 +60,8 @@ def validate_config(config) -> None:
         if name in guidance.SAMPLERS
     )
     window = tuple(o.langevin_t_window)
+    methods = tuple(inference.METHODS)
+    unit = "in (0, 1)"
     common.check_fields(
         common.model_checks(config)
         + [
@@ -60,30 +73,16 @@ def validate_config(config) -> None:
                 "a single coupling strength, e.g. (1.0,)",
             ),
             common.bias_scaling_check(config),
-            (
-                "data.num_observed",
-                config.data.num_observed,
-                common.is_int(config.data.num_observed, 10),
-                "an integer >= 10",
-            ),
-            (
-                "data.num_heldout",
-                config.data.num_heldout,
-                common.is_int(config.data.num_heldout, 1),
-                "an integer >= 1",
-            ),
-            (
-                "augment.ratio",
-                config.augment.ratio,
-                common.is_int(config.augment.ratio, 1),
-                "an integer >= 1 (K / M)",
-            ),
+            _int_check("data.num_observed", config.data.num_observed, 10),
+            _int_check("data.num_heldout", config.data.num_heldout, 1),
+            _int_check("data.num_validation", config.data.num_validation, 1),
+            _int_check("augment.ratio", config.augment.ratio, 1),
             (
                 "inference.methods",
                 config.inference.methods,
                 len(config.inference.methods) >= 1
-                and set(config.inference.methods) <= set(inference.METHODS),
-                f"a non-empty tuple drawn from {tuple(inference.METHODS)}",
+                and set(config.inference.methods) <= set(methods),
+                f"a non-empty tuple drawn from {methods}",
             ),
             (
                 "guidance.samplers",
@@ -100,8 +99,14 @@ def validate_config(config) -> None:
             (
                 "guidance.inferred_method",
                 g.inferred_method,
-                g.inferred_method in inference.METHODS,
-                f"one of {tuple(inference.METHODS)}",
+                g.inferred_method in methods,
+                f"one of {methods}",
+            ),
+            (
+                "guidance.allow_nonfinite",
+                g.allow_nonfinite,
+                isinstance(g.allow_nonfinite, bool),
+                "True or False",
             ),
             (
                 "guidance.options.langevin_t_window",
@@ -115,37 +120,23 @@ def validate_config(config) -> None:
                 o.langevin_step_size > 0,
                 "> 0",
             ),
-            (
-                "guidance.options.langevin_steps",
-                o.langevin_steps,
-                common.is_int(o.langevin_steps, 1),
-                "an integer >= 1",
-            ),
-            (
-                "guidance.options.pool_factor",
-                o.pool_factor,
-                common.is_int(o.pool_factor, 1),
-                "an integer >= 1",
-            ),
+            _int_check("guidance.options.langevin_steps", o.langevin_steps, 1),
+            _int_check("guidance.options.pool_factor", o.pool_factor, 1),
             ("guidance.options.minority_t", o.minority_t, 0 < o.minority_t <= 1, "in (0, 1]"),
             (
-                "classifier.num_steps",
-                cl.num_steps,
-                common.is_int(cl.num_steps, 1),
-                "an integer >= 1",
+                "guidance.options.max_norm",
+                o.max_norm,
+                isinstance(o.max_norm, int | float) and 0 < o.max_norm < math.inf,
+                "finite and > 0",
             ),
-            ("classifier.quantile", cl.quantile, 0 < cl.quantile < 1, "in (0, 1)"),
-            (
-                "classifier.holdout_fraction",
-                cl.holdout_fraction,
-                0 < cl.holdout_fraction < 1,
-                "in (0, 1)",
-            ),
+            _int_check("classifier.num_steps", cl.num_steps, 1),
+            ("classifier.quantile", cl.quantile, 0 < cl.quantile < 1, unit),
+            ("classifier.holdout_fraction", cl.holdout_fraction, 0 < cl.holdout_fraction < 1, unit),
             (
                 "measure.tail_quantile",
                 config.measure.tail_quantile,
                 0 < config.measure.tail_quantile < 1,
-                "in (0, 1)",
+                unit,
             ),
         ]
         + diffusion_stage.config_checks(config)
@@ -157,16 +148,82 @@ def validate_config(config) -> None:
 
 def _keys(root, seed):
     names = ("model", "data", "heldout", "diffusion", "criterion", "classifier", "sample")
-    return dict(zip(names, jax.random.split(sweeps.seed_key(root, seed), len(names)), strict=True))
+    key = sweeps.seed_key(root, seed)
+    keys = dict(zip(names, jax.random.split(key, len(names)), strict=True))
+    # Added purposes fold in (the split above stays what earlier runs drew).
+    return keys | {"validation": jax.random.fold_in(key, 1), "control": jax.random.fold_in(key, 2)}
 
 
 def _setup(config, seed, root):
-    """The seed's true model, observed spins [M, n] and held-out spins [H, n]."""
+    """The seed's true model, observed spins [M, n], test spins [H, n] (scoring only) and
+    validation spins [V, n] (choosing gamma only): three independent exact draws."""
     keys, beta = _keys(root, seed), float(config.model.betas[0])
     truth = sk_model(keys["model"], config.model.n, beta, common.bias_std(config, beta))
     observed = exact.sample(keys["data"], truth, config.data.num_observed)
-    heldout = exact.sample(keys["heldout"], truth, config.data.num_heldout)
-    return truth, observed, heldout
+    test = exact.sample(keys["heldout"], truth, config.data.num_heldout)
+    validation = exact.sample(keys["validation"], truth, config.data.num_validation)
+    return truth, observed, test, validation
+
+
+def _fit_fns(config):
+    """method -> (modes, fn(spins, weights) -> (IsingParams stacked over modes, converged
+    [modes])), the config's options. Modes: "" (the method's own penalty) and, for the
+    penalized methods, "fixed_" (l2 = c / M, the observed-only penalty, whatever the total
+    weight); the two are one vmapped fit over l2 (one compile)."""
+    fns = {}
+    for method in config.inference.methods:
+        options = dict(config.inference.options.get(method, {}))
+        c = guided_summary.penalty_per_sample(config, method)
+        if c:
+            options.pop("l2_per_sample", None)
+        fit = functools.partial(inference.METHODS[method], **options)
+        if c:
+
+            def fn(spins, weights, fit=fit, c=c):
+                total = spins.shape[0] if weights is None else jnp.sum(weights)
+                l2 = jnp.stack([c / total, c / config.data.num_observed])
+                return jax.vmap(lambda x: _with_converged(*fit(spins, weights, l2=x)))(l2)
+
+            fns[method] = (("", "fixed_"), fn)
+        else:
+            fns[method] = (("",), lambda x, w, fit=fit: _stack(_with_converged(*fit(x, w))))
+    return fns
+
+
+def _with_converged(params, info):
+    return params, jnp.asarray(info.get("converged", jnp.asarray(True)))
+
+
+def _stack(tree):
+    return jax.tree.map(lambda x: x[None], tree)
+
+
+def _score(out, prefix, estimate, truth, test, validation=None):
+    """Parameter MSE and test NLL (and validation NLL) of an estimate into out."""
+    sets = [test] if validation is None else [test, validation]
+    log_p = exact.log_prob(estimate, jnp.concatenate(sets))  # one log Z for both sets
+    out[f"mse_{prefix}"] = metrics.param_mse(estimate, truth)["all"]
+    out[f"nll_{prefix}"] = -jnp.mean(log_p[: test.shape[0]])
+    if validation is not None:
+        out[f"val_nll_{prefix}"] = -jnp.mean(log_p[test.shape[0] :])
+
+
+def _augmentation_metrics(config, truth, observed, test, validation, arms):
+    """arms: {prefix: (spins [K, n], weights [K])} added to the observed spins; every
+    estimator (and, at the fixed penalty, the penalized ones) fitted on each."""
+    out, converged = {}, jnp.asarray(True)
+    for prefix, (spins, weights) in arms.items():
+        data = jnp.concatenate([observed, spins])
+        data_weights = jnp.concatenate([jnp.ones(observed.shape[0]), weights])
+        val = validation if prefix == "" else None
+        for method, (modes, fit) in _fit_fns(config).items():
+            estimates, ok = fit(data, data_weights)
+            for i, mode in enumerate(modes):
+                estimate = jax.tree.map(lambda x, i=i: x[i], estimates)
+                _score(out, f"{prefix}{mode}{method}", estimate, truth, test, val)
+            converged &= jnp.all(ok)
+    out["converged"] = converged
+    return out
 
 
 def _classifier(config, diffusion):
@@ -209,46 +266,55 @@ def _classifier(config, diffusion):
 def make_stage_fn(config, diffusion, classifier_net, name: str):
     """jit(vmap over seeds (vmap over gammas)) of sampler `name`: samples and measures."""
     k = config.augment.ratio * config.data.num_observed
-    fits = {m: diffusion_stage.fit_fn(config, m) for m in config.inference.methods}
     q = config.measure.tail_quantile
 
     def one(inputs, gamma, root):
-        truth, observed, heldout = _setup(config, inputs["seed"], root)
+        truth, observed, test, validation = _setup(config, inputs["seed"], root)
+        keys = _keys(root, inputs["seed"])
         context = guidance.Context(
             inputs["inferred"],
             lambda x, t: classifier_net.apply(inputs["classifier"], x, t),
             dict(config.guidance.options),
         )
-        spins, weights = guidance.sample(
-            name,
-            _keys(root, inputs["seed"])["sample"],
-            gamma,
-            diffusion.eps_fn(inputs["diffusion"]),
-            diffusion.schedule,
-            context,
-            num_samples=k,
-            n=config.model.n,
-            sampler=config.diffusion.sampler,
-            num_steps=config.diffusion.ddim_steps,
-        )
+
+        def draw(sampler, strength):
+            return guidance.sample_counted(
+                sampler,
+                keys["sample"],
+                strength,
+                diffusion.eps_fn(inputs["diffusion"]),
+                diffusion.schedule,
+                context,
+                num_samples=k,
+                n=config.model.n,
+                sampler=config.diffusion.sampler,
+                num_steps=config.diffusion.ddim_steps,
+            )
+
+        spins, weights, num_nonfinite = draw(name, gamma)
+        # Count control: as many unguided samples as this sampler uses (rejection: accepted),
+        # chosen at random, so a difference is not the sample count's.
+        rank = jnp.argsort(jax.random.permutation(keys["control"], k))
+        control_weights = (rank < jnp.sum(weights)).astype(weights.dtype)
         out = (
             metrics.energy_summary(truth, spins, weights)
             | metrics.tail_stats(spins, truth, weights, q)
             | metrics.moment_errors(metrics.sample_moments(spins, weights), exact.moments(truth))
         )
         out |= {
+            "cross_entropy": -out["mean_log_prob"],
             "kl": exact.kl_divergence(spins, truth, weights),
             "unique_fraction": metrics.unique_fraction(spins, weights),
             "mean_hamming": metrics.mean_hamming_distance(spins, weights),
             "novelty": 1.0 - metrics.copy_fraction(spins, observed, weights),
             "accepted": jnp.sum(weights),
+            "control_count": jnp.sum(control_weights),
+            "num_nonfinite": num_nonfinite,
         }
-        data = jnp.concatenate([observed, spins])
-        data_weights = jnp.concatenate([jnp.ones(observed.shape[0]), weights])
-        for method, fit in fits.items():
-            estimate = fit(data, data_weights)
-            out[f"mse_{method}"] = metrics.param_mse(estimate, truth)["all"]
-            out[f"nll_{method}"] = metrics.held_out_nll(estimate, heldout)
+        arms = {"": (spins, weights)}
+        if name == "rejection":  # the others use all K: their count control is the baseline
+            arms["ctrl_"] = (draw("baseline", 0.0)[0], control_weights)
+        out |= _augmentation_metrics(config, truth, observed, test, validation, arms)
         return out, spins, weights
 
     over_gammas = jax.vmap(one, in_axes=(None, 0, None))
@@ -256,22 +322,30 @@ def make_stage_fn(config, diffusion, classifier_net, name: str):
 
 
 def _observed_fn(config):
-    """jit(vmap over seeds): the observed-only estimates' errors."""
-    fits = {m: diffusion_stage.fit_fn(config, m) for m in config.inference.methods}
+    """jit(vmap over seeds): the observed-only estimates' errors (at l2 = c / M, which is
+    also the fixed penalty) and the observed spins' own measurements."""
+    fits = _fit_fns(config)
 
     def one(seed, root):
-        truth, observed, heldout = _setup(config, seed, root)
-        out = {}
-        for method, fit in fits.items():
-            estimate = fit(observed)
-            out[f"mse_{method}"] = metrics.param_mse(estimate, truth)["all"]
-            out[f"nll_{method}"] = metrics.held_out_nll(estimate, heldout)
-        out["nll_truth"] = metrics.held_out_nll(truth, heldout)
+        truth, observed, test, validation = _setup(config, seed, root)
+        out, converged = {}, jnp.asarray(True)
+        for method, (modes, fit) in fits.items():
+            estimates, ok = fit(observed, None)  # l2 = c / M in both modes
+            _score(out, method, jax.tree.map(lambda x: x[0], estimates), truth, test, validation)
+            if len(modes) > 1:
+                out[f"mse_fixed_{method}"] = out[f"mse_{method}"]
+                out[f"nll_fixed_{method}"] = out[f"nll_{method}"]
+            converged &= jnp.all(ok)
+        out["converged"] = converged
+        out["nll_truth"] = -jnp.mean(exact.log_prob(truth, test))
         # The observed spins are exact draws: the yardstick of the samplers' measurements.
         out |= metrics.tail_stats(observed, truth, q=config.measure.tail_quantile)
+        out["cross_entropy"] = -out["mean_log_prob"]
         out["kl"] = exact.kl_divergence(observed, truth)
         out["unique_fraction"] = metrics.unique_fraction(observed)
         out["mean_hamming"] = metrics.mean_hamming_distance(observed)
+        out["accepted"] = jnp.asarray(float(observed.shape[0]))
+        out["num_nonfinite"] = jnp.asarray(0, jnp.int32)
         return out
 
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
@@ -297,7 +371,7 @@ def run(config, workdir) -> list[dict]:
             out = sweeps.run_over_seeds(_observed_fn(config), seeds, root)
             sweeps.append_cells(results_path, _records(out, "observed", [0.0]), done, COORDS)
         diffusion = diffusion_stage.Diffusion(config)
-        truth, observed, _ = jax.jit(jax.vmap(lambda s: _setup(config, s, root)))(seeds)
+        truth, observed = jax.jit(jax.vmap(lambda s: _setup(config, s, root)[:2]))(seeds)
         params, _ = diffusion_stage.train_and_select(
             config,
             diffusion,
@@ -332,25 +406,31 @@ def run(config, workdir) -> list[dict]:
             sweeps.append_cells(results_path, _records(out, name, gammas), done, COORDS)
             logging.info("guided: %s done (%.1fs elapsed)", name, time.time() - start)
     records = io.read_jsonl(results_path)
-    arrays = _write_npz(workdir / "results.npz", records, config)
-    table = summary_table(arrays, config)
+    guided_summary.check_nonfinite(records, config.guidance.allow_nonfinite)
+    arrays = guided_summary.write_npz(workdir / "results.npz", records, config)
+    table = guided_summary.summary_table(arrays, config)
     (workdir / "summary.md").write_text(table)
-    logging.info("guided: summary (mean over seeds; each sampler at its best gamma)\n%s", table)
+    logging.info("guided: summary (mean over seeds; gamma chosen on validation)\n%s", table)
     figures = workdir / "figures"
-    best = dict(zip(arrays["samplers"], best_gamma_index(arrays, config), strict=True))
+    chosen = guided_summary.chosen_gamma_index(arrays, config)
+    chosen = dict(zip(arrays["samplers"], chosen, strict=True))
     truth = _setup(config, 0, jax.random.key(config.seed))[0]
     samples = {  # sampler -> seed 0's {gammas, spins, weights}
         name: dict(np.load(samples_path(workdir, name)))
         for name in config.guidance.samplers
         if samples_path(workdir, name).exists()
     }
-    guided_figures.plot_energy_histograms(figures / "energy_histograms.png", truth, samples, best)
+    guided_figures.plot_energy_histograms(figures / "energy_histograms.png", truth, samples, chosen)
     guided_figures.plot_vs_gamma(
-        figures / "tail_kl_vs_gamma.png", arrays, config, ("tail_fraction", "kl")
+        figures / "tail_kl_vs_gamma.png",
+        arrays,
+        config,
+        ("tail_fraction", "cross_entropy", "kl"),
+        chosen,
     )
-    nll = [f"nll_{m}" for m in config.inference.methods]
-    mse = [f"mse_{m}" for m in config.inference.methods]
-    guided_figures.plot_vs_gamma(figures / "inference_vs_gamma.png", arrays, config, (*mse, *nll))
+    methods = config.inference.methods
+    rows = [f"{p}_{m}" for p in ("mse", "nll", "val_nll") for m in methods]
+    guided_figures.plot_vs_gamma(figures / "inference_vs_gamma.png", arrays, config, rows, chosen)
     logging.info("guided: done in %.1fs; outputs in %s", time.time() - start, workdir)
     return records
 
@@ -384,91 +464,3 @@ def _records(out, name, gammas):
         for g, gamma in enumerate(gammas):
             record = {"sampler": name, "gamma": float(gamma), "seed": seed}
             yield record | {k: float(v[seed, g]) for k, v in values.items()}
-
-
-METRICS = (
-    "tail_fraction",
-    "tail_mass",
-    "mean_log_prob",
-    "kl",
-    "unique_fraction",
-    "novelty",
-    "mean_hamming",
-    "energy_mean",
-    "energy_var",
-    "energy_q05",
-    "energy_q50",
-    "energy_q95",
-    "means_rmse",
-    "corr_rmse",
-    "accepted",
-)
-
-
-def _write_npz(path, records, config):
-    samplers = ["observed", *config.guidance.samplers]
-    grids = [[0.0]] + [[float(g) for g in config.guidance.gammas[s]] for s in samplers[1:]]
-    width = max(len(g) for g in grids)
-    names = list(METRICS) + [f"{p}_{m}" for p in ("mse", "nll") for m in config.inference.methods]
-    shape = (len(samplers), width, config.num_seeds)
-    arrays = {name: np.full(shape, np.nan) for name in names}
-    gammas = np.full((len(samplers), width), np.nan)
-    index = {}
-    for i, (s, grid) in enumerate(zip(samplers, grids, strict=True)):
-        gammas[i, : len(grid)] = grid
-        for j, g in enumerate(grid):
-            for seed in range(config.num_seeds):
-                index[(s, g, seed)] = (i, j, seed)
-    for r in records:
-        at = index.get(sweeps.cell_key(r, COORDS))
-        if at is not None:
-            for name in names:
-                if name in r:
-                    arrays[name][at] = r[name]
-    arrays |= {"samplers": np.asarray(samplers), "gammas": gammas, "seeds": np.arange(shape[2])}
-    np.savez(path, **arrays)
-    return arrays
-
-
-def best_gamma_index(arrays, config) -> np.ndarray:
-    """Per sampler, the gamma > 0 (gamma = 0 is the baseline itself) with the lowest mean
-    held-out NLL of the first estimator."""
-    nll = arrays[f"nll_{config.inference.methods[0]}"]
-    positive = (arrays["gammas"] > 0) | (arrays["samplers"] == "baseline")[:, None]
-    positive[0] = True  # the observed-only row
-    finite = np.isfinite(nll).all(axis=-1) & positive  # measured for every seed
-    mean = np.where(finite, np.where(finite[..., None], nll, 0.0).mean(axis=-1), np.inf)
-    return np.asarray([int(np.argmin(row)) for row in mean])
-
-
-def summary_table(arrays, config) -> str:
-    """Markdown: each sampler at its best gamma (mean over seeds); the 'observed' row
-    measures the M observed spins themselves (exact draws) and the estimates from them.
-    The Δ columns are the paired differences from unguided augmentation (the baseline
-    sampler), mean ± standard error over seeds: negative = better than the baseline."""
-    methods = list(config.inference.methods)
-    cols = ["tail_fraction", "tail_mass", "kl", "unique_fraction", "novelty"]
-    cols += [f"mse_{m}" for m in methods] + [f"nll_{m}" for m in methods]
-    deltas = [f"mse_{m}" for m in methods] + [f"nll_{m}" for m in methods]
-    lines = [
-        "| sampler | γ | " + " | ".join(cols + [f"Δ{d}" for d in deltas]) + " |",
-        "|---|---|" + "---|" * (len(cols) + len(deltas)),
-    ]
-    best = best_gamma_index(arrays, config)
-    base = list(arrays["samplers"]).index("baseline") if "baseline" in arrays["samplers"] else None
-    for i, name in enumerate(arrays["samplers"]):
-        j = best[i]
-        cells = []
-        for c in cols:
-            v = arrays[c][i, j]
-            cells.append("–" if np.isnan(v).all() else f"{np.nanmean(v):.4g}")
-        for d in deltas:
-            if base is None or name == "baseline":
-                cells.append("–")
-                continue
-            diff = arrays[d][i, j] - arrays[d][base, 0]
-            mean, se = common.mean_se(diff)
-            cells.append(f"{mean:+.3g} ± {se:.2g}")
-        gamma = "–" if name == "observed" else f"{arrays['gammas'][i, j]:g}"
-        lines.append(f"| {name} | {gamma} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

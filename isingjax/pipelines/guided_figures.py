@@ -9,9 +9,9 @@ from isingjax.pipelines import common
 
 
 def plot_energy_histograms(path, truth, samples, best):
-    """Per sampler, seed 0's samples at its best gamma (samples: sampler -> {gammas, spins,
-    weights} over gammas; best: sampler -> gamma index) against the exact energy
-    distribution and the unguided samples."""
+    """Per sampler, seed 0's samples at its chosen gamma (samples: sampler -> {gammas,
+    spins, weights} over gammas; best: sampler -> index of the gamma chosen on validation)
+    against the exact energy distribution and the unguided samples."""
     samplers = list(samples)
     ncols = min(4, max(len(samplers), 1))
     fig, axes = common.new_figure(-(-max(len(samplers), 1) // ncols), ncols, 3.4, 2.9)
@@ -39,17 +39,20 @@ def plot_energy_histograms(path, truth, samples, best):
         ax.legend(fontsize=6)
     for ax in axes.flat[len(samplers) :]:
         ax.axis("off")
-    axes[0, 0].set_ylabel("density (seed 0, best γ)")
+    axes[0, 0].set_ylabel("density (seed 0, chosen γ)")
     common.save_figure(fig, path)
 
 
-def plot_vs_gamma(path, arrays, config, names):
+def plot_vs_gamma(path, arrays, config, names, chosen=None):
+    """names (rows) against every gamma of each guided sampler (columns), mean ± s.e. over
+    seeds; chosen: sampler -> index of the gamma chosen on validation (a dotted line)."""
     samplers = [s for s in config.guidance.samplers if s != "baseline"]
     fig, axes = common.new_figure(len(names), max(len(samplers), 1), 2.8, 2.4)
     index = {s: i for i, s in enumerate(arrays["samplers"])}
     for row, name in enumerate(names):
         base = arrays[name][index["baseline"], 0] if "baseline" in index else None
-        obs = arrays[name][index["observed"], 0] if name.startswith(("mse", "nll")) else None
+        with_observed = name.startswith(("mse", "nll", "val_nll")) or name == "cross_entropy"
+        obs = arrays[name][index["observed"], 0] if with_observed else None
         for col, sampler in enumerate(samplers):
             ax = axes[row, col]
             i = index[sampler]
@@ -78,6 +81,8 @@ def plot_vs_gamma(path, arrays, config, names):
                     lw=1,
                     label="exact samples",
                 )
+            if chosen is not None:
+                ax.axvline(grid[chosen[sampler]], color="tab:blue", ls=":", lw=1, label="chosen γ")
             if row == 0:
                 ax.set_title(sampler, fontsize=9)
             if row == len(names) - 1:
