@@ -24,14 +24,29 @@ def check_fields(checks) -> None:
 
 
 def check_options(config, methods) -> None:
-    """Unknown keys in config.inference.options.<method> are errors."""
+    """Validates config.inference.options.<method> as `ij.infer` validates its options:
+    unknown keys are errors, penalties (inference.PENALTIES) must be finite and >= 0, and
+    every other numeric option finite (and > 0 unless it is an integer option, >= 1)."""
     for method in methods:
-        unknown = set(config.inference.options.get(method, {})) - set(inference.options_of(method))
+        options = config.inference.options.get(method, {})
+        unknown = set(options) - set(inference.options_of(method))
         if unknown:
             raise ConfigError(
                 f"config.inference.options.{method} has unknown option(s) {sorted(unknown)}; "
                 f"allowed: {inference.options_of(method)}."
             )
+        for name, value in options.items():
+            field = f"config.inference.options.{method}.{name}"
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue  # e.g. solver names and flags; ij.infer checks those
+            if name in inference.PENALTIES:
+                if not (math.isfinite(value) and value >= 0):
+                    raise ConfigError(f"{field} must be finite and >= 0, got {value!r}.")
+            elif isinstance(value, int):
+                if value < 1:
+                    raise ConfigError(f"{field} must be an integer >= 1, got {value!r}.")
+            elif not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{field} must be finite and > 0, got {value!r}.")
 
 
 def is_int(value, low: int) -> bool:
@@ -118,6 +133,33 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def record_wall_time(workdir, seconds: float) -> tuple[float, int]:
+    """Appends this invocation's wall time to workdir/wall_time.jsonl; returns (total
+    seconds over every invocation in the workdir, number of invocations)."""
+    path = Path(workdir) / "wall_time.jsonl"
+    io.append_jsonl(path, {"seconds": float(seconds)})
+    times = [r["seconds"] for r in io.read_jsonl(path)]
+    return float(sum(times)), len(times)
+
+
+def write_summary(workdir, experiment: str, sections, config, seconds: float) -> str:
+    """Writes workdir/summary.md: the sections [(caption, markdown table)], the wall time
+    (this invocation, and the total over every invocation that worked in the workdir: a
+    resumed run's cells were computed by earlier ones) and the config that made it;
+    returns the text."""
+    total, count = record_wall_time(workdir, seconds)
+    parts = [f"# {experiment}: {Path(workdir).name}\n"]
+    parts += [f"{caption}:\n\n{table}" for caption, table in sections]
+    parts.append(
+        f"Wall time: {seconds:.1f} s this invocation; {total:.1f} s over {count} "
+        f"invocation(s) in this workdir.\n"
+    )
+    parts.append("Config (config.json):\n\n```json\n" + config.to_json_best_effort(indent=2))
+    text = "\n".join(parts) + "\n```\n"
+    (Path(workdir) / "summary.md").write_text(text)
+    return text
 
 
 def mean_se(values) -> tuple[np.ndarray, np.ndarray]:
