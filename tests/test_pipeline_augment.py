@@ -6,7 +6,7 @@ import isingjax as ij
 from configs import augment as augment_config
 from isingjax import io
 from isingjax.diffusion import criterion
-from isingjax.pipelines import augment, augment_penalty
+from isingjax.pipelines import augment, augment_penalty, augment_summary
 
 
 def test_criterion_picks_the_earliest_checkpoint_from_which_the_match_persists():
@@ -177,6 +177,8 @@ def test_penalty_split_refuses_a_workdir_of_no_augment_run(tmp_path, config_json
         ("augment.ratios", (0, 2), "config.augment.ratios must be"),
         ("baselines.holdout_fraction", 1.0, "config.baselines.holdout_fraction must be in"),
         ("criterion.method", "ml", "config.criterion.method must be one of"),
+        ("criterion.tol_se", -1.0, "config.criterion.tol_se must be finite and > 0"),
+        ("baselines.l2_grid", (0.1, -1.0), "config.baselines.l2_grid must be"),
     ],
 )
 def test_augment_rejects_bad_config(tmp_path, field, value, match):
@@ -196,3 +198,68 @@ def test_penalty_split_takes_the_methods_with_a_per_sample_penalty():
     config.inference.options.plm = {"l2": 0.1}  # a fixed penalty: nothing to split
     assert augment_penalty._penalty_per_sample(config, "exact_ml") == 0.0
     assert augment_penalty._penalty_per_sample(config, "plm") == 0.0
+
+
+def _arrays():
+    """Result arrays of one beta, one M, methods (plm, erasure), 2 seeds, ratios (1,)."""
+    arms = ["observed", "diffusion", "bootstrap", "oracle", "l2", "diffusion_l2"]
+    mse = np.full((1, 1, 2, 6, 2), np.nan)
+    mse[0, 0, 0] = [[1.0, 3.0], [0.5, 1.5], [2.0, 2.0], [0.2, 0.4], [0.25, 0.5], [0.0, 1.0]]
+    mse[0, 0, 1, :4] = [[4.0, 4.0], [5.0, 7.0], [1.0, 1.0], [1.0, 3.0]]
+    converged = np.where(np.isnan(mse), np.nan, 1.0)
+    converged[0, 0, 1, 1, 1] = 0.0  # erasure, diffusion, seed 1 did not converge
+    nonfinite = np.full(mse.shape, np.nan)
+    nonfinite[0, 0, :, [1, 5]] = 0.0
+    nonfinite[0, 0, 0, 5, 0] = 3.0  # plm's generated spins of seed 0 had 3 non-finite values
+    return {
+        "mse_all": mse,
+        "converged": converged,
+        "num_nonfinite": nonfinite,
+        "betas": np.asarray([0.5]),
+        "sample_sizes": np.asarray([100]),
+        "methods": np.asarray(["plm", "erasure"]),
+        "arms": np.asarray(arms),
+        "ratios": np.asarray([0, 1, 1, 1, 0, 1]),
+    }
+
+
+def test_summary_table_matches_hand_computed_cells():
+    table = augment_summary.summary_table(_arrays()).splitlines()
+    assert table[0] == (
+        "| β | M | method | observed | diffusion K=1M | bootstrap K=1M | oracle K=1M "
+        "| tuned L2 (plm) | diffusion K=1M + tuned L2 (plm) |"
+    )
+    # plm: means 2, 1, 2, 0.3, 0.375, 0.5; s.e. |a - b| / 2 = 1, 0.5, 0, 0.1, 0.125, 0.5.
+    assert table[2] == (
+        "| 0.5 | 100 | plm | 2.00e+00 ± 1e+00 | 1.00e+00 ± 5e-01 | 2.00e+00 ± 0e+00 "
+        "| 3.00e-01 ± 1e-01 | 3.75e-01 ± 1e-01 | 5.00e-01 ± 5e-01‡ |"
+    )
+    assert table[3] == (
+        "| 0.5 | 100 | erasure | 4.00e+00 ± 0e+00 | 6.00e+00 ± 1e+00† | 1.00e+00 ± 0e+00 "
+        "| 2.00e+00 ± 1e+00 | – | – |"
+    )
+
+
+def test_paired_delta_and_table_match_hand_computed_differences():
+    mean, se = augment_summary.paired_delta([[1.0, 4.0, 2.0]], [[0.0, 1.0, 2.0]])
+    # differences 1, 3, 0: mean 4 / 3, s.d. sqrt(((1 - 4/3)^2 + (3 - 4/3)^2 + 16/9) / 2)
+    sd = np.sqrt(((1 - 4 / 3) ** 2 + (3 - 4 / 3) ** 2 + (4 / 3) ** 2) / 2)
+    np.testing.assert_allclose(mean, [4 / 3])
+    np.testing.assert_allclose(se, [sd / np.sqrt(3)])
+    table = augment_summary.paired_table(_arrays()).splitlines()
+    # plm: diffusion - observed = -0.5, -1.5 (mean -1, s.e. 0.5); diffusion_l2 - l2 =
+    # -0.25, 0.5 (mean 0.125, s.e. 0.375); erasure: 1, 3 (mean 2, s.e. 1), no tuned arms.
+    assert table[2] == "| 0.5 | 100 | plm | -1.00e+00 ± 5e-01 | +1.25e-01 ± 4e-01 |"
+    assert table[3] == "| 0.5 | 100 | erasure | +2.00e+00 ± 1e+00 | – |"
+
+
+def test_augment_rejects_a_negative_penalty_and_non_finite_generated_values(tmp_path):
+    config = tiny_config()
+    config.inference.options.plm.l2_per_sample = -1.0
+    with pytest.raises(ValueError, match="options.plm.l2_per_sample must be finite and >= 0"):
+        augment.run(config, tmp_path)
+    config = tiny_config()
+    with pytest.raises(RuntimeError, match=r"non-finite values \(per seed: \[0, 2, 0\]\)"):
+        augment._check_nonfinite(config, np.asarray([0, 2, 0]), 1.0, 40)
+    config.augment.allow_nonfinite = True
+    augment._check_nonfinite(config, np.asarray([0, 2, 0]), 1.0, 40)

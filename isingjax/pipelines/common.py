@@ -23,10 +23,15 @@ def check_fields(checks) -> None:
             raise ConfigError(f"config.{name} must be {allowed}, got {value!r}.")
 
 
+NONNEGATIVE_OPTIONS = {"ridge", "init_scale"}  # besides inference.PENALTIES: 0 allowed
+COUNT_OPTIONS = {"max_iter", "num_iters"}  # integers >= 1
+
+
 def check_options(config, methods) -> None:
     """Validates config.inference.options.<method> as `ij.infer` validates its options:
-    unknown keys are errors, penalties (inference.PENALTIES) must be finite and >= 0, and
-    every other numeric option finite (and > 0 unless it is an integer option, >= 1)."""
+    unknown keys are errors; penalties (inference.PENALTIES), `ridge` and `init_scale`
+    must be finite and >= 0; iteration counts integers >= 1; every other number (tol,
+    learning_rate, alpha, max_condition, grid entries) finite and > 0."""
     for method in methods:
         options = config.inference.options.get(method, {})
         unknown = set(options) - set(inference.options_of(method))
@@ -37,16 +42,18 @@ def check_options(config, methods) -> None:
             )
         for name, value in options.items():
             field = f"config.inference.options.{method}.{name}"
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue  # e.g. solver names and flags; ij.infer checks those
-            if name in inference.PENALTIES:
-                if not (math.isfinite(value) and value >= 0):
-                    raise ConfigError(f"{field} must be finite and >= 0, got {value!r}.")
-            elif isinstance(value, int):
-                if value < 1:
-                    raise ConfigError(f"{field} must be an integer >= 1, got {value!r}.")
-            elif not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{field} must be finite and > 0, got {value!r}.")
+            values = list(value) if isinstance(value, tuple | list) else [value]
+            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if not numbers:
+                continue  # e.g. solver names, flags and keys; ij.infer checks those
+            if name in COUNT_OPTIONS:
+                ok, allowed = all(is_int(v, 1) for v in numbers), "an integer >= 1"
+            elif name in inference.PENALTIES | NONNEGATIVE_OPTIONS:
+                ok, allowed = all(math.isfinite(v) and v >= 0 for v in numbers), "finite and >= 0"
+            else:
+                ok, allowed = all(math.isfinite(v) and v > 0 for v in numbers), "finite and > 0"
+            if not ok:
+                raise ConfigError(f"{field} must be {allowed}, got {value!r}.")
 
 
 def is_int(value, low: int) -> bool:
@@ -96,6 +103,7 @@ def prepare_workdir(config, workdir, selection=()) -> tuple[Path, Path]:
     computes, e.g. model.betas): any other change would mix the finished results of two
     configs, so it raises ConfigError naming the changed fields.
     """
+    check_prng()
     workdir = Path(workdir)
     old_path = workdir / "config.json"
     if old_path.exists():
@@ -122,6 +130,22 @@ def prepare_workdir(config, workdir, selection=()) -> tuple[Path, Path]:
 
 
 _ABSENT = "<absent>"
+
+
+def check_prng() -> None:
+    """Refuses jax_threefry_partitionable = False (the default before jax 0.5.0, which
+    pyproject no longer allows, but a user may still set it): with it,
+    uniform(key, (100,)) is not a prefix of uniform(key, (1600,)), so a rerun that widens
+    sweep.sample_sizes would silently change the observed spins of finished cells."""
+    import jax
+
+    if not jax.config.jax_threefry_partitionable:
+        raise ConfigError(
+            "jax_threefry_partitionable is False; the pipelines draw every sample size as a "
+            "prefix of one dataset, which holds only with it True (jax >= 0.5.0's default): "
+            "unset JAX_THREEFRY_PARTITIONABLE or call "
+            "jax.config.update('jax_threefry_partitionable', True)."
+        )
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
