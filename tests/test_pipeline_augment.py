@@ -238,6 +238,9 @@ def test_summary_table_matches_hand_computed_cells():
         "| 0.5 | 100 | erasure | 4.00e+00 ± 0e+00 | 6.00e+00 ± 1e+00† | 1.00e+00 ± 0e+00 "
         "| 2.00e+00 ± 1e+00 | – | – |"
     )
+    arrays = _arrays()
+    arrays["mse_all"][0, 0, 1] = np.nan  # erasure not computed: its row is left out
+    assert len(augment_summary.summary_table(arrays).splitlines()) == 3
 
 
 def test_paired_delta_and_table_match_hand_computed_differences():

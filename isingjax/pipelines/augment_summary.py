@@ -83,7 +83,8 @@ def _flags(converged, nonfinite) -> str:
 
 def summary_table(arrays) -> str:
     """Markdown: MSE (all) mean ± s.e. over seeds per (beta, M, method) row and arm column,
-    '–' for cells a method does not have, with the flags of `_flags`."""
+    '–' for cells a method does not have (or a partial run has not computed), with the
+    flags of `_flags`; rows without any computed cell are left out."""
     labels = [label(a, r) for a, r in zip(arrays["arms"], arrays["ratios"], strict=True)]
     lines = [
         "| β | M | method | " + " | ".join(labels) + " |",
@@ -99,7 +100,8 @@ def summary_table(arrays) -> str:
                     flags = _flags(arrays["converged"][at], arrays["num_nonfinite"][at])
                     mu, e = mean[at], se[at]
                     row.append("–" if np.isnan(mu) else f"{mu:.2e} ± {e:.0e}{flags}")
-                lines.append(f"| {beta:g} | {m} | {method} | " + " | ".join(row) + " |")
+                if set(row) != {"–"}:  # rows a partial run has not computed are left out
+                    lines.append(f"| {beta:g} | {m} | {method} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +133,8 @@ def paired_table(arrays) -> str:
                 for a, b in pairs:
                     mu, e = paired_delta(mse[i, j, k, cols.index(a)], mse[i, j, k, cols.index(b)])
                     row.append("–" if np.isnan(mu) else f"{mu:+.2e} ± {e:.0e}")
-                lines.append(f"| {beta:g} | {m} | {method} | " + " | ".join(row) + " |")
+                if set(row) != {"–"}:
+                    lines.append(f"| {beta:g} | {m} | {method} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
