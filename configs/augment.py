@@ -23,6 +23,7 @@ def get_config(arg: str | None = None):
     config.sweep.sample_sizes = (100, 400, 1600)  # observed samples M
     config.augment = ConfigDict()
     config.augment.ratios = (1, 4, 16)  # K / M: extra samples per observed sample
+    config.augment.allow_nonfinite = False  # non-finite generated values are an error
     config.inference = ConfigDict()
     config.inference.methods = ("erasure", "plm", "exact_ml")
     config.inference.options = ConfigDict()  # per-method keyword options of ij.infer

@@ -47,7 +47,9 @@ def add_diffusion(config: ConfigDict) -> ConfigDict:
     config.criterion = ConfigDict()
     config.criterion.method = "plm"  # estimator whose observed-data fit defines Var[E]
     config.criterion.num_samples = 1000  # generated per checkpoint
-    config.criterion.tol = 0.1  # earliest checkpoint with |Var_gen / Var_obs - 1| <= tol
+    # earliest checkpoint from which on |Var_gen - Var_obs| <= tol_se standard errors of
+    # that difference (isingjax/diffusion/criterion.py)
+    config.criterion.tol_se = 2.0
     return config
 
 

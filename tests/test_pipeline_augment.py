@@ -1,22 +1,40 @@
+import jax
 import numpy as np
 import pytest
 
+import isingjax as ij
 from configs import augment as augment_config
 from isingjax import io
 from isingjax.diffusion import criterion
-from isingjax.pipelines import augment, augment_penalty
+from isingjax.pipelines import augment, augment_penalty, augment_summary
 
 
 def test_criterion_picks_the_earliest_checkpoint_from_which_the_match_persists():
     steps = [100, 200, 300, 400]
-    # Gaps |v / 2 - 1|: 0.5, 0.05, 0.0, 0.05: within 0.1 from step 200 on.
-    assert criterion.select(steps, [1.0, 2.1, 2.0, 1.9], 2.0, tol=0.1) == 200
-    # A chance match at step 100 that does not persist is not taken.
-    assert criterion.select(steps, [2.05, 3.0, 2.1, 1.9], 2.0, tol=0.1) == 300
-    # With a tighter tolerance the last checkpoint misses it: the smallest gap.
-    assert criterion.select(steps, [1.0, 2.1, 2.0, 1.9], 2.0, tol=0.01) == 300
-    assert criterion.select(steps, [1.0, 3.0, 2.6, 1.5], 2.0, tol=0.1) == 400
-    np.testing.assert_allclose(criterion.relative_gap([1.0, 3.0], 2.0), [0.5, 0.5])
+    # Var_obs = 2, se = 0.1: gaps |v - 2| / 0.1 = 10, 1, 0, 1: within 2 from step 200 on.
+    assert criterion.select(steps, [1.0, 2.1, 2.0, 1.9], 2.0, 0.1, tol=2.0) == 200
+    # A chance match at step 100 (gap 0.5) that does not persist (gap 10) is not taken.
+    assert criterion.select(steps, [2.05, 3.0, 2.1, 1.9], 2.0, 0.1, tol=2.0) == 300
+    # With a tighter tolerance the last checkpoint (gap 1) misses it: the smallest gap.
+    assert criterion.select(steps, [1.0, 2.1, 2.0, 1.9], 2.0, 0.1, tol=0.5) == 300
+    # se = 0.25: gaps 4, 4, 2.4, 1.2: only the last checkpoint is within 2.
+    assert criterion.select(steps, [1.0, 3.0, 2.6, 1.7], 2.0, 0.25, tol=2.0) == 400
+    # Per-checkpoint standard errors: gaps 0.5, 1, 0, 1 are all within 2.
+    se = [1.0, 0.1, 0.1, 0.1]
+    assert criterion.select(steps, [2.5, 2.1, 2.0, 1.9], 2.0, se, tol=2.0) == 100
+    np.testing.assert_allclose(criterion.gap_in_se([1.0, 3.0], 2.0, [0.5, 2.0]), [2.0, 0.5])
+
+
+def test_variance_se_matches_hand_computed_values():
+    # x = 0, 0, 0, 4: mean 1, central moments m2 = 12 / 4 = 3, m4 = 84 / 4 = 21;
+    # Var(s^2) = (21 - 3^2 (4 - 3) / (4 - 1)) / 4 = 4.5.
+    np.testing.assert_allclose(criterion.variance_se([0.0, 0.0, 0.0, 4.0]), np.sqrt(4.5))
+    # x = 1, -1: m2 = m4 = 1; (1 - 1 * (-1) / 1) / 2 = 1; batched along the last axis.
+    np.testing.assert_allclose(criterion.variance_se([[1.0, -1.0], [3.0, 1.0]]), [1.0, 1.0])
+    # For Gaussian values the relative s.e. is sqrt(2 / N): at N = 100 about 0.14.
+    x = np.random.default_rng(0).normal(size=(200, 100))
+    rel = np.asarray(criterion.variance_se(x)) / x.var(axis=-1)
+    assert abs(rel.mean() - np.sqrt(2 / 100)) < 0.02
 
 
 @pytest.mark.parametrize(
@@ -25,12 +43,13 @@ def test_criterion_picks_the_earliest_checkpoint_from_which_the_match_persists()
         ([], [], 1.0, "non-empty increasing"),
         ([200, 100], [1.0, 1.0], 1.0, "non-empty increasing"),
         ([100], [np.nan], 1.0, "must be finite"),
-        ([100], [1.0], 0.0, "must be finite"),
+        ([100], [1.0], 1.0, "must be finite"),  # se = 0 and a gap of 0 / 0
     ],
 )
 def test_criterion_rejects_bad_input(steps, var_gen, var_obs, match):
+    se = 0.0 if match == "must be finite" and var_gen == [1.0] else 0.1
     with pytest.raises(ValueError, match=match):
-        criterion.select(steps, var_gen, var_obs)
+        criterion.select(steps, var_gen, var_obs, se)
 
 
 def tiny_config():
@@ -55,20 +74,23 @@ def tiny_config():
 def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     config = tiny_config()
     records = augment.run(config, tmp_path)
-    # plm: observed, l2, 3 arms x 2 ratios = 8 cells; erasure: 7 cells; 3 seeds each.
-    assert len(records) == (8 + 7) * 3
+    # plm: observed, l2, diffusion_l2, 3 arms x 2 ratios = 9 cells; erasure: 7; 3 seeds.
+    assert len(records) == (9 + 7) * 3
+    assert all(isinstance(r["converged"], bool) for r in records)
+    assert all(r["num_nonfinite"] == 0 for r in records if r["arm"].startswith("diffusion"))
     data = np.load(tmp_path / "results.npz")
-    assert data["mse_all"].shape == (1, 1, 2, 8, 3)  # beta, M, method, column, seed
+    assert data["mse_all"].shape == (1, 1, 2, 9, 3)  # beta, M, method, column, seed
     columns = list(zip(data["arms"], data["ratios"], strict=True))
-    l2 = columns.index(("l2", 0))
-    assert np.all(np.isnan(data["mse_all"][0, 0, 1, l2]))  # erasure has no l2 arm
-    assert np.isfinite(np.delete(data["mse_all"][0, 0, 1], l2, axis=0)).all()
+    tuned = [columns.index(("l2", 0)), columns.index(("diffusion_l2", 2))]
+    assert np.all(np.isnan(data["mse_all"][0, 0, 1, tuned]))  # erasure has no tuned arms
+    assert np.isfinite(np.delete(data["mse_all"][0, 0, 1], tuned, axis=0)).all()
     assert np.isfinite(data["mse_all"][0, 0, 0]).all()
     # Three times the true data beats the observed data alone, for both estimators.
     observed = data["mse_all"][0, 0, :, columns.index(("observed", 0))].mean(axis=-1)
     oracle = data["mse_all"][0, 0, :, columns.index(("oracle", 2))].mean(axis=-1)
     assert np.all(oracle < observed)
-    chosen_l2 = [r["l2_per_sample"] for r in records if r["arm"] == "l2"]
+    chosen_l2 = [r["l2_per_sample"] for r in records if r["arm"] in ("l2", "diffusion_l2")]
+    assert len(chosen_l2) == 6
     assert set(chosen_l2) <= set(np.float32(config.baselines.l2_grid).tolist())
 
     progress = io.read_jsonl(tmp_path / "metrics.jsonl")
@@ -77,29 +99,50 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
         (s, i) for s in (100, 200) for i in range(3)
     ]
     assert all(r["var_obs_inferred"] > 0 and r["var_gen_inferred"] > 0 for r in crit)
+    assert all(r["num_nonfinite"] == 0 for r in crit)
+    # The recorded s.e. of Var_obs is the sample-variance formula on the observed energies
+    # under plm's estimate (computed here in float64 NumPy).
+    _, spins0, _ = augment.truth_and_data(config, 0, jax.random.key(config.seed), 1.0, 40)
+    inferred = ij.infer(spins0, "plm", **config.inference.options.plm)
+    s = np.asarray(spins0, np.float64)
+    e = -(0.5 * np.einsum("mi,ij,mj->m", s, np.asarray(inferred.w, np.float64), s))
+    e -= s @ np.asarray(inferred.b, np.float64)
+    d = e - e.mean()
+    m2, m4 = np.mean(d**2), np.mean(d**4)
+    se_obs = np.sqrt((m4 - m2**2 * (40 - 3) / (40 - 1)) / 40)
+    for r in (c for c in crit if c["seed"] == 0):
+        np.testing.assert_allclose(r["var_obs_inferred"], m2, rtol=1e-3)
+        np.testing.assert_allclose(r["var_obs_se"], se_obs, rtol=1e-3)
     gens = [r for r in progress if r["kind"] == "generator"]
     assert len(gens) == 3
-    for r in gens:  # the chosen step is what the rule gives for that seed's records
+    for r in gens:  # the chosen step follows the rule, applied here step by step
         mine = sorted((c for c in crit if c["seed"] == r["seed"]), key=lambda c: c["step"])
-        expected = criterion.select(
-            [c["step"] for c in mine],
-            [c["var_gen_inferred"] for c in mine],
-            mine[0]["var_obs_inferred"],
-            tol=config.criterion.tol,
-        )
+        z = [
+            abs(c["var_gen_inferred"] - c["var_obs_inferred"])
+            / np.sqrt(c["var_gen_se"] ** 2 + c["var_obs_se"] ** 2)
+            for c in mine
+        ]
+        within = [all(v <= config.criterion.tol_se for v in z[i:]) for i in range(len(z))]
+        expected = mine[within.index(True)]["step"] if any(within) else None
+        if expected is None:
+            expected = mine[int(np.argmin(z))]["step"]
         assert r["chosen_step"] == expected
+        assert r["num_nonfinite"] == 0
     generated = np.load(tmp_path / "generated" / "beta1_m40.npz")["spins"]
     assert generated.shape == (3, 80, 6)
     assert set(np.unique(generated)) <= {-1, 1}
     for name in ("mse_vs_m", "training", "scatter", "energy_histograms"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
-    assert "| 1 | 40 | plm |" in (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| 1 | 40 | plm |" in summary and "Wall time:" in summary
+    assert '"tol_se": 2.0' in summary  # the config that made it
 
     # A rerun in the same workdir recomputes nothing.
     before = (tmp_path / "results.jsonl").read_text(), (tmp_path / "metrics.jsonl").read_text()
     augment.run(config, tmp_path)
     after = (tmp_path / "results.jsonl").read_text(), (tmp_path / "metrics.jsonl").read_text()
     assert after == before
+    assert "over 2 invocation(s)" in (tmp_path / "summary.md").read_text()
 
     # The penalty split refits plm on the same spins: its cases with the run's penalties
     # are the run's observed and diffusion (K = 2 M) arms.
@@ -134,6 +177,8 @@ def test_penalty_split_refuses_a_workdir_of_no_augment_run(tmp_path, config_json
         ("augment.ratios", (0, 2), "config.augment.ratios must be"),
         ("baselines.holdout_fraction", 1.0, "config.baselines.holdout_fraction must be in"),
         ("criterion.method", "ml", "config.criterion.method must be one of"),
+        ("criterion.tol_se", -1.0, "config.criterion.tol_se must be finite and > 0"),
+        ("baselines.l2_grid", (0.1, -1.0), "config.baselines.l2_grid must be"),
     ],
 )
 def test_augment_rejects_bad_config(tmp_path, field, value, match):
@@ -153,3 +198,71 @@ def test_penalty_split_takes_the_methods_with_a_per_sample_penalty():
     config.inference.options.plm = {"l2": 0.1}  # a fixed penalty: nothing to split
     assert augment_penalty._penalty_per_sample(config, "exact_ml") == 0.0
     assert augment_penalty._penalty_per_sample(config, "plm") == 0.0
+
+
+def _arrays():
+    """Result arrays of one beta, one M, methods (plm, erasure), 2 seeds, ratios (1,)."""
+    arms = ["observed", "diffusion", "bootstrap", "oracle", "l2", "diffusion_l2"]
+    mse = np.full((1, 1, 2, 6, 2), np.nan)
+    mse[0, 0, 0] = [[1.0, 3.0], [0.5, 1.5], [2.0, 2.0], [0.2, 0.4], [0.25, 0.5], [0.0, 1.0]]
+    mse[0, 0, 1, :4] = [[4.0, 4.0], [5.0, 7.0], [1.0, 1.0], [1.0, 3.0]]
+    converged = np.where(np.isnan(mse), np.nan, 1.0)
+    converged[0, 0, 1, 1, 1] = 0.0  # erasure, diffusion, seed 1 did not converge
+    nonfinite = np.full(mse.shape, np.nan)
+    nonfinite[0, 0, :, [1, 5]] = 0.0
+    nonfinite[0, 0, 0, 5, 0] = 3.0  # plm's generated spins of seed 0 had 3 non-finite values
+    return {
+        "mse_all": mse,
+        "converged": converged,
+        "num_nonfinite": nonfinite,
+        "betas": np.asarray([0.5]),
+        "sample_sizes": np.asarray([100]),
+        "methods": np.asarray(["plm", "erasure"]),
+        "arms": np.asarray(arms),
+        "ratios": np.asarray([0, 1, 1, 1, 0, 1]),
+    }
+
+
+def test_summary_table_matches_hand_computed_cells():
+    table = augment_summary.summary_table(_arrays()).splitlines()
+    assert table[0] == (
+        "| β | M | method | observed | diffusion K=1M | bootstrap K=1M | oracle K=1M "
+        "| tuned L2 (plm) | diffusion K=1M + tuned L2 (plm) |"
+    )
+    # plm: means 2, 1, 2, 0.3, 0.375, 0.5; s.e. |a - b| / 2 = 1, 0.5, 0, 0.1, 0.125, 0.5.
+    assert table[2] == (
+        "| 0.5 | 100 | plm | 2.00e+00 ± 1e+00 | 1.00e+00 ± 5e-01 | 2.00e+00 ± 0e+00 "
+        "| 3.00e-01 ± 1e-01 | 3.75e-01 ± 1e-01 | 5.00e-01 ± 5e-01‡ |"
+    )
+    assert table[3] == (
+        "| 0.5 | 100 | erasure | 4.00e+00 ± 0e+00 | 6.00e+00 ± 1e+00† | 1.00e+00 ± 0e+00 "
+        "| 2.00e+00 ± 1e+00 | – | – |"
+    )
+    arrays = _arrays()
+    arrays["mse_all"][0, 0, 1] = np.nan  # erasure not computed: its row is left out
+    assert len(augment_summary.summary_table(arrays).splitlines()) == 3
+
+
+def test_paired_delta_and_table_match_hand_computed_differences():
+    mean, se = augment_summary.paired_delta([[1.0, 4.0, 2.0]], [[0.0, 1.0, 2.0]])
+    # differences 1, 3, 0: mean 4 / 3, s.d. sqrt(((1 - 4/3)^2 + (3 - 4/3)^2 + 16/9) / 2)
+    sd = np.sqrt(((1 - 4 / 3) ** 2 + (3 - 4 / 3) ** 2 + (4 / 3) ** 2) / 2)
+    np.testing.assert_allclose(mean, [4 / 3])
+    np.testing.assert_allclose(se, [sd / np.sqrt(3)])
+    table = augment_summary.paired_table(_arrays()).splitlines()
+    # plm: diffusion - observed = -0.5, -1.5 (mean -1, s.e. 0.5); diffusion_l2 - l2 =
+    # -0.25, 0.5 (mean 0.125, s.e. 0.375); erasure: 1, 3 (mean 2, s.e. 1), no tuned arms.
+    assert table[2] == "| 0.5 | 100 | plm | -1.00e+00 ± 5e-01 | +1.25e-01 ± 4e-01 |"
+    assert table[3] == "| 0.5 | 100 | erasure | +2.00e+00 ± 1e+00 | – |"
+
+
+def test_augment_rejects_a_negative_penalty_and_non_finite_generated_values(tmp_path):
+    config = tiny_config()
+    config.inference.options.plm.l2_per_sample = -1.0
+    with pytest.raises(ValueError, match="options.plm.l2_per_sample must be finite and >= 0"):
+        augment.run(config, tmp_path)
+    config = tiny_config()
+    with pytest.raises(RuntimeError, match=r"non-finite values \(per seed: \[0, 2, 0\]\)"):
+        augment._check_nonfinite(config, np.asarray([0, 2, 0]), 1.0, 40)
+    config.augment.allow_nonfinite = True
+    augment._check_nonfinite(config, np.asarray([0, 2, 0]), 1.0, 40)

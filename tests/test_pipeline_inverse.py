@@ -18,6 +18,26 @@ def test_inverse_pipeline_end_to_end(tmp_path):
     assert np.all(mean[:, :, 1] < mean[:, :, 0])
     for name in ("mse_vs_m.png", "scatter.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 10_000
+    assert {r["converged"] for r in records} <= {True, False}
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count("| 1 | 80 |") == 1 and "Wall time:" in summary
+
+
+def test_inverse_summary_table_matches_hand_computed_cells():
+    mse = np.asarray([[[[1.0, 3.0], [0.5, 0.5]], [[2.0, 2.0], [np.nan, np.nan]]]])
+    arrays = {
+        "mse_all": mse,  # [beta, method, M, seed]
+        "converged": np.asarray([[[[1, 1], [1, 0]], [[1, 1], [np.nan, np.nan]]]], float),
+        "betas": np.asarray([1.0]),
+        "methods": np.asarray(["plm", "nmf"]),
+        "sample_sizes": np.asarray([50, 200]),
+    }
+    assert inverse.summary_table(arrays).splitlines() == [
+        "| β | M | plm | nmf |",
+        "|---|---|---|---|",
+        "| 1 | 50 | 2 ± 1 | 2 ± 0 |",  # plm: mean of 1 and 3, s.e. |3 - 1| / 2
+        "| 1 | 200 | 0.5 ± 0† | – |",  # seed 1 of plm at M = 200 did not converge
+    ]
 
 
 @pytest.mark.parametrize(

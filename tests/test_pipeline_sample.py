@@ -37,6 +37,7 @@ def test_sample_pipeline_end_to_end_and_resume(tmp_path):
         np.testing.assert_allclose(sum(r["hist_mcmc"]), 1.0, atol=1e-5)
         # 256 samples of 64 states: moment errors of the order of 1/sqrt(256) like i.i.d. draws.
         assert r["mcmc_means_max"] < 0.35 and r["iid_means_max"] < 0.35
+    assert "| 1.6 | parallel tempering |" in (tmp_path / "summary.md").read_text()
     data = np.load(tmp_path / "results.npz")
     assert data["mcmc_kl"].shape == (2, 2) and data["hist_exact"].shape == (2, 2, sample.NUM_BINS)
     np.testing.assert_array_equal(data["betas"], [0.5, 1.6])
@@ -137,3 +138,23 @@ def test_main_rejects_an_unknown_variant(tmp_path):
     result = _main("--config=configs/sample.py:huge", f"--workdir={tmp_path}")
     assert result.returncode != 0
     assert "unknown variant 'huge'" in result.stderr
+
+
+def test_sample_summary_table_matches_hand_computed_cells():
+    config = tiny_config()
+    config.model.betas = (0.5,)
+    base = {"beta": 0.5, "sampler": "metropolis", "min_swap_rate": float("nan")}
+    values = [
+        dict(acceptance_rate=0.6, autocorr_time=1.0, mcmc_means_max=0.1, iid_means_max=0.2),
+        dict(acceptance_rate=0.8, autocorr_time=3.0, mcmc_means_max=0.3, iid_means_max=0.2),
+    ]
+    records = []
+    for seed, v in enumerate(values):
+        r = base | v | {"seed": seed}
+        r |= {f"{s}_{k}": 1.0 for s in ("mcmc", "iid") for k in ("corr_max", "kl", "energy_tv")}
+        records.append(r)
+    lines = sample.summary_table(records, config).splitlines()
+    assert lines[0].startswith("| β | sampler | acceptance | τ_int (records) | min swap rate |")
+    assert len(lines[1].split("|")) == len(lines[0].split(" | ")) + 2  # one --- per column
+    # acceptance: mean 0.7, s.e. 0.1; tau: 2 ± 1; max |Δ mean|: 0.2 ± 0.1 / 0.2 ± 0.
+    assert lines[2].startswith("| 0.5 | metropolis | 0.7 ± 0.1 | 2 ± 1 | – | 0.2 ± 0.1 / 0.2 ± 0 |")

@@ -163,3 +163,48 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
                 resumed[key][name], value, rtol=1e-4, atol=1e-7, err_msg=f"{key} {name}"
             )
     assert (killed / "figures" / "mse_vs_m.png").exists()
+
+
+def test_exact_draws_are_prefixes_only_with_partitionable_threefry():
+    truth = ij.sk_model(jax.random.key(3), 6, beta=1.0)
+    key = jax.random.key(4)
+    np.testing.assert_array_equal(
+        exact.sample(key, truth, 1600)[:100], exact.sample(key, truth, 100)
+    )
+    with jax.threefry_partitionable(False):  # jax < 0.5.0's default: not a prefix
+        assert not np.array_equal(
+            exact.sample(key, truth, 1600)[:100], exact.sample(key, truth, 100)
+        )
+
+
+def test_pipelines_refuse_non_partitionable_threefry(tmp_path):
+    with jax.threefry_partitionable(False), pytest.raises(ValueError, match="partitionable"):
+        inverse.run(tiny_config(), tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_a_resume_with_a_larger_max_m_reproduces_the_finished_cells(tmp_path):
+    config = tiny_config()
+    config.model.betas = (1.0,)
+    config.inference.methods = ("plm",)
+    config.sweep.sample_sizes = (20,)
+    first = inverse.run(config, tmp_path / "resumed")
+    config.sweep.sample_sizes = (20, 80)
+    resumed = inverse.run(config, tmp_path / "resumed")
+    fresh = inverse.run(config, tmp_path / "fresh")
+    assert resumed[: len(first)] == first  # the finished cells were kept, not recomputed
+    # ... and they are what a run with max(M) = 80 from the start computes: the first 20
+    # of 80 observed spins are the 20 spins of the first run.
+    small = {r["seed"]: r for r in first}
+    for r in (r for r in fresh if r["num_samples"] == 20):
+        for name in ("mse_all", "mse_w", "mse_b", "w_est"):  # w_est: seed 0 only
+            if name in r:
+                np.testing.assert_allclose(r[name], small[r["seed"]][name], rtol=1e-4, atol=1e-6)
+    # With Metropolis data a larger max(M) is another dataset: the sizes are then fixed.
+    config.data.sampler = "metropolis"
+    config.sweep.sample_sizes = (20,)
+    inverse.run(config, tmp_path / "mcmc")
+    config.sweep.sample_sizes = (20, 80)
+    with pytest.raises(ValueError, match="sweep.sample_sizes"):
+        inverse.run(config, tmp_path / "mcmc")

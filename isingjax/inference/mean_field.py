@@ -9,6 +9,11 @@ With m the means and C the connected correlation matrix of the data,
 C is inverted with a ridge: C + ridge * mean(diag C) * I, where ridge is `ridge` or, if
 C is ill-conditioned (condition number above `max_condition`), the smallest value that
 brings it to max_condition; the ridge used and the condition number are reported.
+info['converged'] (these are closed forms: there is no iteration to converge) says the
+estimate is trustworthy: every parameter is finite and the requested ridge alone kept
+C + ridge * mean(diag C) * I at a condition number <= max_condition, i.e. no extra
+ridge was needed; False flags a singular or ill-conditioned C (e.g. M < n samples or a
+constant spin), whose estimate rests on the added ridge.
 Means are clipped to |m| <= 1 - 1e-6 so constant spins give finite (large) biases, and
 TAP pairs without a real root (negative discriminant) fall back to the nMF value; both
 are counted in the info.
@@ -34,8 +39,16 @@ def _inverse_correlations(spins, p, ridge, max_condition):
     needed = jnp.maximum((eigs[-1] - max_condition * eigs[0]) / (max_condition - 1.0), 0.0)
     ridge_used = jnp.maximum(ridge * scale, needed)
     c_inv = jnp.linalg.inv(c + ridge_used * jnp.eye(c.shape[0], dtype=c.dtype))
+    well_conditioned = jnp.isfinite(condition) & (needed <= ridge * scale)
     info = {"condition_number": condition, "ridge": ridge_used / scale}
+    info["well_conditioned"] = well_conditioned
     return m, c_inv, info
+
+
+def _converged(w, b, info):
+    """All parameters finite and no ridge beyond the requested one (module docstring)."""
+    finite = jnp.all(jnp.isfinite(w)) & jnp.all(jnp.isfinite(b))
+    return finite & info.pop("well_conditioned")
 
 
 def fit_nmf(spins, weights=None, *, ridge: float = 0.0, max_condition: float = 1e6):
@@ -44,6 +57,7 @@ def fit_nmf(spins, weights=None, *, ridge: float = 0.0, max_condition: float = 1
     m, c_inv, info = _inverse_correlations(spins, p, ridge, max_condition)
     w = -c_inv * (1.0 - jnp.eye(spins.shape[1], dtype=spins.dtype))
     b = jnp.arctanh(m) - w @ m
+    info["converged"] = _converged(w, b, info)
     return IsingParams(w=w, b=b), info | common.data_diagnostics(spins, p, total)
 
 
@@ -60,4 +74,5 @@ def fit_tap(spins, weights=None, *, ridge: float = 0.0, max_condition: float = 1
     w = jnp.where(small | (disc < 0), -c_inv, root) * off
     b = jnp.arctanh(m) - w @ m + m * ((w**2) @ (1.0 - m**2))
     info |= {"tap_fallback_pairs": jnp.sum((disc < 0) & (off > 0)) // 2}
+    info["converged"] = _converged(w, b, info)
     return IsingParams(w=w, b=b), info | common.data_diagnostics(spins, p, total)

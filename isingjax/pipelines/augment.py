@@ -15,8 +15,14 @@ For every beta and sample size M, per seed (vmapped over seeds):
                 inferred from the observed spins,
      oracle     observed + K further true samples,
      l2         (plm only) plm with the L2 penalty chosen by held-out pseudo-likelihood
-                on a split of the observed spins, refitted on all of them.
-   Every K is a weight mask over one array, so one compile serves all ratios.
+                on a split of the observed spins, refitted on all of them;
+     diffusion_l2  (plm only) the same tuning with the K_max generated spins added to the
+                fitting part of the split and to the refit (the held-out part is observed
+                spins only): augmentation and the tuned penalty at equal tuning effort.
+   Every K is a weight mask over one array, so one compile serves all ratios. Every cell
+   records whether its fits converged (the estimator's info['converged']), and the
+   diffusion cells the number of non-finite values in the reverse process's raw output
+   (an error unless augment.allow_nonfinite).
 
 Outputs: config.json, metrics.jsonl (training losses, the criterion at every checkpoint,
 the chosen checkpoint and its generator checks), results.jsonl (one line per (beta, M,
@@ -40,15 +46,17 @@ from absl import logging
 from jax import lax
 
 from isingjax import exact, inference, io, metrics, sweeps
+from isingjax.diffusion import sampling
 from isingjax.inference import plm
 from isingjax.models import energy, sk_model
 from isingjax.pipelines import augment_figures as figures
-from isingjax.pipelines import common, diffusion_stage
+from isingjax.pipelines import augment_summary, common, diffusion_stage
 
-COORDS = ("beta", "num_samples", "method", "arm", "ratio", "seed")
+COORDS = augment_summary.COORDS
 # Config fields a rerun in the same workdir may change (common.prepare_workdir).
 RESUMABLE = ("model.betas", "sweep.sample_sizes", "inference.methods")
-EXTRA_ARMS = ("diffusion", "bootstrap", "oracle")  # observed + K extra spins
+EXTRA_ARMS, TUNED_ARMS = augment_summary.EXTRA_ARMS, augment_summary.TUNED_ARMS
+summary_table = augment_summary.summary_table
 
 
 def validate_config(config) -> None:
@@ -85,6 +93,12 @@ def validate_config(config) -> None:
                 "a non-empty tuple of positive values (plm l2_per_sample)",
             ),
             (
+                "augment.allow_nonfinite",
+                config.augment.allow_nonfinite,
+                isinstance(config.augment.allow_nonfinite, bool),
+                "True or False",
+            ),
+            (
                 "baselines.holdout_fraction",
                 config.baselines.holdout_fraction,
                 0 < config.baselines.holdout_fraction < 1,
@@ -117,12 +131,17 @@ def truth_and_data(config, seed, root, beta, m):
 
 
 def _generated(config, diffusion, workdir, root, beta, m, truth, observed):
-    """The generated spins [S, K_max, n] of each seed's chosen checkpoint (cached in
-    generated/<block>.npz) and that checkpoint's generator checks in metrics.jsonl."""
+    """(The generated spins [S, K_max, n] of each seed's chosen checkpoint, the count of
+    non-finite values [S] in the raw reverse-process output they were thresholded from),
+    cached in generated/<block>.npz; that checkpoint's generator checks go to
+    metrics.jsonl. Non-finite values raise unless config.augment.allow_nonfinite."""
     path = generated_path(workdir, beta, m)
     tag = path.stem
     if path.exists():
-        return np.load(path)["spins"].astype(np.float32)
+        cached = np.load(path)
+        nonfinite = cached["num_nonfinite"]
+        _check_nonfinite(config, nonfinite, beta, m)
+        return cached["spins"].astype(np.float32), nonfinite
     seeds = jnp.arange(config.num_seeds)
     params, chosen = diffusion_stage.train_and_select(
         config,
@@ -137,15 +156,34 @@ def _generated(config, diffusion, workdir, root, beta, m, truth, observed):
     )
     k_max = max(config.augment.ratios) * m
     keys = jax.vmap(lambda s: jax.random.fold_in(_keys(root, s)["generate"], m))(seeds)
-    spins = diffusion.generate_seeds(params, keys, k_max)
+    raw = diffusion.generate_raw_seeds(params, keys, k_max)
+    nonfinite = np.asarray(jnp.sum(~jnp.isfinite(raw), axis=(1, 2)))
+    spins = sampling.threshold(raw)
     checks = _generator_checks_seeds(spins, observed, truth)
     for i, step in enumerate(chosen):
         record = {"kind": "generator", "beta": beta, "num_samples": m, "seed": i}
-        record |= {"chosen_step": step} | {k: float(v[i]) for k, v in checks.items()}
+        record |= {"chosen_step": step, "num_nonfinite": int(nonfinite[i])}
+        record |= {k: float(v[i]) for k, v in checks.items()}
         io.append_jsonl(workdir / "metrics.jsonl", record)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, spins=np.asarray(spins, np.int8), chosen_steps=np.asarray(chosen))
-    return np.asarray(spins)
+    np.savez(
+        path,
+        spins=np.asarray(spins, np.int8),
+        chosen_steps=np.asarray(chosen),
+        num_nonfinite=nonfinite,
+    )
+    _check_nonfinite(config, nonfinite, beta, m)
+    return np.asarray(spins), nonfinite
+
+
+def _check_nonfinite(config, nonfinite, beta, m):
+    if np.any(nonfinite > 0) and not config.augment.allow_nonfinite:
+        raise RuntimeError(
+            f"augment: the generator of beta={beta:g}, M={m} produced non-finite values "
+            f"(per seed: {np.asarray(nonfinite).tolist()}), which thresholding would turn "
+            "into -1 spins; set config.augment.allow_nonfinite=True to use them anyway "
+            "(the cells are flagged in summary.md)."
+        )
 
 
 def _generator_checks(generated, observed, truth):
@@ -176,8 +214,15 @@ def _exact_energy_var(truth):
     return p @ (e - mean) ** 2
 
 
-def _l2_arm(config, observed, key):
-    """plm with l2_per_sample chosen by held-out pseudo-likelihood, refitted on all data."""
+def tuned_l2(config, observed, key, extra=None):
+    """plm with l2_per_sample chosen on config.baselines.l2_grid by held-out
+    pseudo-likelihood, then refitted on all the data; returns (estimate, chosen
+    l2_per_sample, converged: the refit and every grid fit converged).
+
+    The held-out part is a random holdout_fraction of the observed spins [M, n] (split by
+    key). Extra spins [K, n] (generated ones), when given, join the fitting part of the
+    split and the refit but are never held out, so the penalty is chosen by how well a
+    fit predicts observed spins it has not seen."""
     m = observed.shape[0]
     options = {
         k: v
@@ -186,21 +231,29 @@ def _l2_arm(config, observed, key):
     }
     num_held = max(1, int(round(config.baselines.holdout_fraction * m)))
     held = (jnp.argsort(jax.random.permutation(key, m)) < num_held).astype(jnp.float32)
+    data, everything = observed, jnp.ones(m)
+    if extra is not None:
+        data = jnp.concatenate([observed, extra])
+        held = jnp.concatenate([held, jnp.zeros(extra.shape[0])])
+        everything = jnp.ones(data.shape[0])
     grid = jnp.asarray(config.baselines.l2_grid, jnp.float32)
 
     def held_out_loss(lam):
-        est, _ = plm.fit(observed, 1.0 - held, l2_per_sample=lam, **options)
-        return plm.loss(est, observed, held / jnp.sum(held), l2=0.0, l2_bias=0.0)
+        est, info = plm.fit(data, everything - held, l2_per_sample=lam, **options)
+        loss = plm.loss(est, data, held / jnp.sum(held), l2=0.0, l2_bias=0.0)
+        return loss, info["converged"]
 
-    best = grid[jnp.argmin(jax.vmap(held_out_loss)(grid))]
-    return plm.fit(observed, l2_per_sample=best, **options)[0], best
+    losses, grid_converged = jax.vmap(held_out_loss)(grid)
+    best = grid[jnp.argmin(losses)]
+    est, info = plm.fit(data, everything, l2_per_sample=best, **options)
+    return est, best, info["converged"] & jnp.all(grid_converged)
 
 
 def make_stage_fn(config, method: str, m: int):
     """jit(vmap over seeds): fn({'seed', 'generated'}, root, beta) -> errors of every arm."""
     ratios = jnp.asarray(config.augment.ratios)
     k_max = max(config.augment.ratios) * m
-    fit = diffusion_stage.fit_fn(config, method)
+    fit = diffusion_stage.fit_with_converged_fn(config, method)
     masks = jnp.concatenate(
         [jnp.ones((len(ratios), m)), (jnp.arange(k_max)[None, :] < ratios[:, None] * m)], axis=1
     ).astype(jnp.float32)
@@ -209,7 +262,7 @@ def make_stage_fn(config, method: str, m: int):
     def one_seed(inputs, root, beta):
         truth, observed, oracle = truth_and_data(config, inputs["seed"], root, beta, m)
         keys = _keys(root, inputs["seed"])
-        est_observed = fit(observed)
+        est_observed, conv_observed = fit(observed)
         boot = exact.sample(jax.random.fold_in(keys["boot"], m), est_observed, k_max)
         extra = jnp.stack([inputs["generated"], boot, oracle])  # [arms, K_max, n]
         data = jnp.concatenate([jnp.broadcast_to(observed, (3, *observed.shape)), extra], axis=1)
@@ -217,33 +270,48 @@ def make_stage_fn(config, method: str, m: int):
         # lane would wait for the slowest fit's iterations.
         pairs = jnp.stack(jnp.meshgrid(jnp.arange(3), jnp.arange(len(ratios)), indexing="ij"))
         flat = lax.map(lambda ak: fit(data[ak[0]], masks[ak[1]]), pairs.reshape(2, -1).T)
-        estimates = jax.tree.map(lambda x: x.reshape(3, len(ratios), *x.shape[1:]), flat)
+        estimates, conv_extra = jax.tree.map(
+            lambda x: x.reshape(3, len(ratios), *x.shape[1:]), flat
+        )
+        # a bootstrap cell also rests on the observed fit it samples from
+        conv_extra = conv_extra.at[1].set(conv_extra[1] & conv_observed)
         errors = partial(metrics.param_mse, truth=truth)
         out = {
             "observed": errors(est_observed),
+            "converged_observed": conv_observed,
             "extra": jax.vmap(jax.vmap(errors))(estimates),  # [arms, ratios]
+            "converged_extra": conv_extra,
             "w_true": truth.w[rows, cols],
             "w_observed": est_observed.w[rows, cols],
             "w_extra": estimates.w[:, :, rows, cols],
         }
         if method == "plm":
-            est_l2, best = _l2_arm(config, observed, keys["split"])
-            out |= {"l2": errors(est_l2), "l2_per_sample": best, "w_l2": est_l2.w[rows, cols]}
+            for arm, extra in (("l2", None), ("diffusion_l2", inputs["generated"])):
+                est, best, conv = tuned_l2(config, observed, keys["split"], extra)
+                out |= {
+                    arm: errors(est),
+                    f"converged_{arm}": conv,
+                    f"l2_per_sample_{arm}": best,
+                    f"w_{arm}": est.w[rows, cols],
+                }
         return out
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
 
 
-def _records(out, beta, m, method, config):
-    cells = [("observed", 0, out["observed"], out["w_observed"])]
+def _records(out, beta, m, method, config, nonfinite):
+    cells = [("observed", 0, out["observed"], out["w_observed"], out["converged_observed"])]
     for a, arm in enumerate(EXTRA_ARMS):
         for k, ratio in enumerate(config.augment.ratios):
             mse = {part: v[:, a, k] for part, v in out["extra"].items()}
-            cells.append((arm, ratio, mse, out["w_extra"][:, a, k]))
-    if "l2" in out:
-        cells.append(("l2", 0, out["l2"], out["w_l2"]))
+            conv = out["converged_extra"][:, a, k]
+            cells.append((arm, ratio, mse, out["w_extra"][:, a, k], conv))
+    for arm in TUNED_ARMS:
+        if arm in out:
+            ratio = max(config.augment.ratios) if arm == "diffusion_l2" else 0
+            cells.append((arm, ratio, out[arm], out[f"w_{arm}"], out[f"converged_{arm}"]))
     for seed in range(config.num_seeds):
-        for arm, ratio, mse, w_est in cells:
+        for arm, ratio, mse, w_est, conv in cells:
             record = {
                 "beta": float(beta),
                 "num_samples": m,
@@ -253,8 +321,11 @@ def _records(out, beta, m, method, config):
                 "seed": seed,
             }
             record |= {f"mse_{part}": float(mse[part][seed]) for part in ("all", "w", "b")}
-            if arm == "l2":
-                record["l2_per_sample"] = float(out["l2_per_sample"][seed])
+            record["converged"] = bool(conv[seed])
+            if arm in TUNED_ARMS:
+                record["l2_per_sample"] = float(out[f"l2_per_sample_{arm}"][seed])
+            if arm.startswith("diffusion"):
+                record["num_nonfinite"] = int(nonfinite[seed])
             if seed == 0:  # the scatter figure needs one seed's couplings
                 record["w_est"] = np.asarray(w_est[seed]).tolist()
                 record["w_true"] = np.asarray(out["w_true"][seed]).tolist()
@@ -271,14 +342,16 @@ def run(config, workdir) -> list[dict]:
     seeds, start = np.arange(config.num_seeds), time.time()
     for beta in (float(b) for b in config.model.betas):
         for m in config.sweep.sample_sizes:
-            cells = set(_cells(config, beta, m))
+            cells = set(augment_summary.cells(config, beta, m))
             if cells <= done:
                 continue
             setup = jax.jit(
                 jax.vmap(lambda s, m=m, beta=beta: truth_and_data(config, s, root, beta, m))
             )
             truth, observed, _ = setup(jnp.asarray(seeds))
-            generated = _generated(config, diffusion, workdir, root, beta, m, truth, observed)
+            generated, nonfinite = _generated(
+                config, diffusion, workdir, root, beta, m, truth, observed
+            )
             for method in config.inference.methods:
                 if {c for c in cells if c[2] == method} <= done:
                     continue
@@ -288,7 +361,10 @@ def run(config, workdir) -> list[dict]:
                 inputs = {"seed": seeds.astype(np.int32), "generated": generated}
                 out = sweeps.run_over_seeds(stage, inputs, root, beta)
                 sweeps.append_cells(
-                    results_path, _records(out, beta, m, method, config), done, COORDS
+                    results_path,
+                    _records(out, beta, m, method, config, nonfinite),
+                    done,
+                    COORDS,
                 )
                 logging.info(
                     "augment: beta=%g M=%d %s done (%.1fs elapsed)",
@@ -298,10 +374,10 @@ def run(config, workdir) -> list[dict]:
                     time.time() - start,
                 )
     records = io.read_jsonl(results_path)
-    arrays = _write_npz(workdir / "results.npz", records, config)
-    table = summary_table(arrays)
-    (workdir / "summary.md").write_text(table)
-    logging.info("augment: MSE (all parameters), mean ± s.e. over seeds\n%s", table)
+    arrays = augment_summary.write_npz(workdir / "results.npz", records, config)
+    sections = augment_summary.summary_sections(arrays)
+    common.write_summary(workdir, "augment", sections, config, time.time() - start)
+    logging.info("augment: MSE (all parameters), mean ± s.e. over seeds\n%s", sections[0][1])
     progress = io.read_jsonl(workdir / "metrics.jsonl")
     out = workdir / "figures"
     figures.plot_mse_vs_m(out / "mse_vs_m.png", arrays, config)
@@ -317,67 +393,3 @@ def run(config, workdir) -> list[dict]:
     figures.plot_energy_histograms(out / "energy_histograms.png", seed0, m)
     logging.info("augment: done in %.1fs; outputs in %s", time.time() - start, workdir)
     return records
-
-
-def _columns(config) -> list[tuple[str, int]]:
-    """(arm, ratio) of every column of the result arrays."""
-    ratios = list(config.augment.ratios)
-    return [("observed", 0), ("l2", 0)] + [(a, r) for a in EXTRA_ARMS for r in ratios]
-
-
-def _cells(config, beta, m):
-    for method in config.inference.methods:
-        for arm, ratio in _columns(config):
-            if arm != "l2" or method == "plm":
-                for seed in range(config.num_seeds):
-                    yield (beta, m, method, arm, ratio, seed)
-
-
-def _write_npz(path, records, config):
-    betas = [float(b) for b in config.model.betas]
-    sizes, methods = list(config.sweep.sample_sizes), list(config.inference.methods)
-    columns = _columns(config)
-    shape = (len(betas), len(sizes), len(methods), len(columns), config.num_seeds)
-    arrays = {f"mse_{p}": np.full(shape, np.nan) for p in ("all", "w", "b")}
-    index = {
-        (b, m, meth, arm, r, s): (i, j, k, c, s)
-        for i, b in enumerate(betas)
-        for j, m in enumerate(sizes)
-        for k, meth in enumerate(methods)
-        for c, (arm, r) in enumerate(columns)
-        for s in range(config.num_seeds)
-    }
-    for r in records:
-        at = index.get(sweeps.cell_key(r, COORDS))
-        if at is not None:
-            for name in ("mse_all", "mse_w", "mse_b"):
-                arrays[name][at] = r[name]
-    arrays |= {
-        "betas": np.asarray(betas),
-        "sample_sizes": np.asarray(sizes),
-        "methods": np.asarray(methods),
-        "arms": np.asarray([a for a, _ in columns]),
-        "ratios": np.asarray([r for _, r in columns]),
-        "seeds": np.arange(config.num_seeds),
-    }
-    np.savez(path, **arrays)
-    return arrays
-
-
-def summary_table(arrays) -> str:
-    """Markdown: MSE (all) mean ± s.e. per (beta, M, method) row and arm column."""
-    labels = [figures.label(a, r) for a, r in zip(arrays["arms"], arrays["ratios"], strict=True)]
-    lines = [
-        "| β | M | method | " + " | ".join(labels) + " |",
-        "|---|---|---|" + "---|" * len(labels),
-    ]
-    mean, se = common.mean_se(arrays["mse_all"])
-    for i, beta in enumerate(arrays["betas"]):
-        for j, m in enumerate(arrays["sample_sizes"]):
-            for k, method in enumerate(arrays["methods"]):
-                cells = [
-                    "–" if np.isnan(mu) else f"{mu:.2e} ± {e:.0e}"
-                    for mu, e in zip(mean[i, j, k], se[i, j, k], strict=True)
-                ]
-                lines.append(f"| {beta:g} | {m} | {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

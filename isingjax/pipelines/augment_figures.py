@@ -6,11 +6,7 @@ import numpy as np
 
 from isingjax.models import energy
 from isingjax.pipelines import common
-
-
-def label(arm, ratio) -> str:
-    return f"{arm} K={ratio}M" if ratio else arm
-
+from isingjax.pipelines.augment_summary import TUNED_ARMS, label
 
 ARM_COLORS = {
     "observed": "black",
@@ -18,6 +14,7 @@ ARM_COLORS = {
     "diffusion": "tab:red",
     "bootstrap": "tab:blue",
     "oracle": "tab:green",
+    "diffusion_l2": "tab:purple",
 }
 RATIO_STYLES = (":", "--", "-", "-.")
 
@@ -32,10 +29,10 @@ def plot_mse_vs_m(path, arrays, config):
         for k, method in enumerate(methods):
             ax = axes[i, k]
             for c, (arm, ratio) in enumerate(zip(arrays["arms"], arrays["ratios"], strict=True)):
-                source = plm_index if arm == "l2" else k
+                source = plm_index if arm in TUNED_ARMS else k
                 if source is None:
                     continue
-                name = "plm + tuned L2" if arm == "l2" else label(arm, ratio)
+                name = label(arm, ratio)
                 ax.errorbar(
                     arrays["sample_sizes"],
                     mean[i, :, source, c],
@@ -76,7 +73,7 @@ def plot_training(path, progress, config):
             return common.mean_se(values)
 
         top, bottom = axes[0, col], axes[1, col]
-        for name, style, label in (
+        for name, style, text in (
             ("var_gen_inferred", "-", "generated, inferred params"),
             ("var_obs_inferred", ":", "observed, inferred params"),
             ("var_gen_true", "-", "generated, true params"),
@@ -84,13 +81,13 @@ def plot_training(path, progress, config):
         ):
             mu, err = curve(name)
             color = "tab:red" if "inferred" in name else "tab:blue"
-            top.errorbar(steps, mu, yerr=err, ls=style, color=color, capsize=2, label=label)
-        for name, color, label in (
+            top.errorbar(steps, mu, yerr=err, ls=style, color=color, capsize=2, label=text)
+        for name, color, text in (
             ("mse_augmented", "tab:red", f"observed + {config.criterion.num_samples} generated"),
             ("mse_observed", "black", "observed only"),
         ):
             mu, err = curve(name)
-            bottom.errorbar(steps, mu, yerr=err, color=color, capsize=2, label=label)
+            bottom.errorbar(steps, mu, yerr=err, color=color, capsize=2, label=text)
         for r in chosen:
             if (r["beta"], r["num_samples"]) == (beta, m):
                 for ax in (top, bottom):
@@ -114,6 +111,7 @@ def plot_scatter(path, records, config):
         if r["seed"] == 0
         and (r["beta"], r["num_samples"], r["method"]) == (beta, m, method)
         and r["ratio"] in (0, ratio)
+        and r["arm"] not in TUNED_ARMS
     ]
     fig, axes = common.new_figure(1, max(len(chosen), 1), 3.0, 3.1)
     for ax, r in zip(axes[0], chosen, strict=False):

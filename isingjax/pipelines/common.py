@@ -23,15 +23,37 @@ def check_fields(checks) -> None:
             raise ConfigError(f"config.{name} must be {allowed}, got {value!r}.")
 
 
+NONNEGATIVE_OPTIONS = {"ridge", "init_scale"}  # besides inference.PENALTIES: 0 allowed
+COUNT_OPTIONS = {"max_iter", "num_iters"}  # integers >= 1
+
+
 def check_options(config, methods) -> None:
-    """Unknown keys in config.inference.options.<method> are errors."""
+    """Validates config.inference.options.<method> as `ij.infer` validates its options:
+    unknown keys are errors; penalties (inference.PENALTIES), `ridge` and `init_scale`
+    must be finite and >= 0; iteration counts integers >= 1; every other number (tol,
+    learning_rate, alpha, max_condition, grid entries) finite and > 0."""
     for method in methods:
-        unknown = set(config.inference.options.get(method, {})) - set(inference.options_of(method))
+        options = config.inference.options.get(method, {})
+        unknown = set(options) - set(inference.options_of(method))
         if unknown:
             raise ConfigError(
                 f"config.inference.options.{method} has unknown option(s) {sorted(unknown)}; "
                 f"allowed: {inference.options_of(method)}."
             )
+        for name, value in options.items():
+            field = f"config.inference.options.{method}.{name}"
+            values = list(value) if isinstance(value, tuple | list) else [value]
+            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if not numbers:
+                continue  # e.g. solver names, flags and keys; ij.infer checks those
+            if name in COUNT_OPTIONS:
+                ok, allowed = all(is_int(v, 1) for v in numbers), "an integer >= 1"
+            elif name in inference.PENALTIES | NONNEGATIVE_OPTIONS:
+                ok, allowed = all(math.isfinite(v) and v >= 0 for v in numbers), "finite and >= 0"
+            else:
+                ok, allowed = all(math.isfinite(v) and v > 0 for v in numbers), "finite and > 0"
+            if not ok:
+                raise ConfigError(f"{field} must be {allowed}, got {value!r}.")
 
 
 def is_int(value, low: int) -> bool:
@@ -81,6 +103,7 @@ def prepare_workdir(config, workdir, selection=()) -> tuple[Path, Path]:
     computes, e.g. model.betas): any other change would mix the finished results of two
     configs, so it raises ConfigError naming the changed fields.
     """
+    check_prng()
     workdir = Path(workdir)
     old_path = workdir / "config.json"
     if old_path.exists():
@@ -109,6 +132,22 @@ def prepare_workdir(config, workdir, selection=()) -> tuple[Path, Path]:
 _ABSENT = "<absent>"
 
 
+def check_prng() -> None:
+    """Refuses jax_threefry_partitionable = False (the default before jax 0.5.0, which
+    pyproject no longer allows, but a user may still set it): with it,
+    uniform(key, (100,)) is not a prefix of uniform(key, (1600,)), so a rerun that widens
+    sweep.sample_sizes would silently change the observed spins of finished cells."""
+    import jax
+
+    if not jax.config.jax_threefry_partitionable:
+        raise ConfigError(
+            "jax_threefry_partitionable is False; the pipelines draw every sample size as a "
+            "prefix of one dataset, which holds only with it True (jax >= 0.5.0's default): "
+            "unset JAX_THREEFRY_PARTITIONABLE or call "
+            "jax.config.update('jax_threefry_partitionable', True)."
+        )
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict:
     """Nested dicts -> {'a.b.c': value}."""
     flat = {}
@@ -118,6 +157,33 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def record_wall_time(workdir, seconds: float) -> tuple[float, int]:
+    """Appends this invocation's wall time to workdir/wall_time.jsonl; returns (total
+    seconds over every invocation in the workdir, number of invocations)."""
+    path = Path(workdir) / "wall_time.jsonl"
+    io.append_jsonl(path, {"seconds": float(seconds)})
+    times = [r["seconds"] for r in io.read_jsonl(path)]
+    return float(sum(times)), len(times)
+
+
+def write_summary(workdir, experiment: str, sections, config, seconds: float) -> str:
+    """Writes workdir/summary.md: the sections [(caption, markdown table)], the wall time
+    (this invocation, and the total over every invocation that worked in the workdir: a
+    resumed run's cells were computed by earlier ones) and the config that made it;
+    returns the text."""
+    total, count = record_wall_time(workdir, seconds)
+    parts = [f"# {experiment}: {Path(workdir).name}\n"]
+    parts += [f"{caption}:\n\n{table}" for caption, table in sections]
+    parts.append(
+        f"Wall time: {seconds:.1f} s this invocation; {total:.1f} s over {count} "
+        f"invocation(s) in this workdir.\n"
+    )
+    parts.append("Config (config.json):\n\n```json\n" + config.to_json_best_effort(indent=2))
+    text = "\n".join(parts) + "\n```\n"
+    (Path(workdir) / "summary.md").write_text(text)
+    return text
 
 
 def mean_se(values) -> tuple[np.ndarray, np.ndarray]:

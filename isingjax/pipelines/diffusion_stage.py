@@ -8,6 +8,7 @@ Config fields read: model.n, num_seeds, diffusion.*, criterion.*, inference.opti
 
 from __future__ import annotations
 
+import math
 import time
 
 import jax
@@ -66,7 +67,12 @@ def config_checks(config) -> list:
             f"one of {tuple(inference.METHODS)}",
         ),
         ("criterion.num_samples", c.num_samples, common.is_int(c.num_samples, 2), ">= 2"),
-        ("criterion.tol", c.tol, c.tol > 0, "> 0"),
+        (
+            "criterion.tol_se",
+            c.tol_se,
+            isinstance(c.tol_se, int | float) and math.isfinite(c.tol_se) and c.tol_se > 0,
+            "finite and > 0 (standard errors)",
+        ),
     ]
 
 
@@ -74,6 +80,19 @@ def fit_fn(config, method: str):
     """spins [M, n], weights [M] | None -> IsingParams, with the config's options."""
     options = dict(config.inference.options.get(method, {}))
     return lambda spins, weights=None: inference.METHODS[method](spins, weights, **options)[0]
+
+
+def fit_with_converged_fn(config, method: str):
+    """spins [M, n], weights [M] | None -> (IsingParams, converged: bool scalar), with the
+    config's options; converged is the estimator's info['converged'] (True when it
+    reports none)."""
+    options = dict(config.inference.options.get(method, {}))
+
+    def fit(spins, weights=None):
+        estimate, info = inference.METHODS[method](spins, weights, **options)
+        return estimate, jnp.asarray(info.get("converged", jnp.asarray(True)), bool)
+
+    return fit
 
 
 class Diffusion:
@@ -96,6 +115,9 @@ class Diffusion:
         self.generate_seeds = jax.jit(
             jax.vmap(self.generate, in_axes=(0, 0, None)), static_argnums=2
         )
+        self.generate_raw_seeds = jax.jit(
+            jax.vmap(self.generate_raw, in_axes=(0, 0, None)), static_argnums=2
+        )
         self.infer_observed = jax.jit(jax.vmap(fit_fn(config, config.criterion.method)))
         self.criterion = _criterion_fn(config, self)
 
@@ -107,15 +129,18 @@ class Diffusion:
 
     def generate(self, params, key, num_samples: int):
         """num_samples spins (±1) from the network with parameters params."""
+        return sampling.threshold(self.generate_raw(params, key, num_samples))
+
+    def generate_raw(self, params, key, num_samples: int):
+        """The reverse process's continuous output x_0 [num_samples, n] before
+        thresholding (`generate` thresholds it); a non-finite entry would be
+        thresholded to -1 silently, so callers count them on this."""
         d = self.config.diffusion
-        return sampling.sample_spins(
-            key,
-            self.eps_fn(params),
-            self.schedule,
-            num_samples=num_samples,
-            n=self.config.model.n,
-            sampler=d.sampler,
-            num_steps=d.ddim_steps,
+        shape = dict(num_samples=num_samples, n=self.config.model.n)
+        if d.sampler == "ddpm":
+            return sampling.ddpm_sample(key, self.eps_fn(params), self.schedule, **shape)
+        return sampling.ddim_sample(
+            key, self.eps_fn(params), self.schedule, num_steps=d.ddim_steps, **shape
         )
 
     def vmapped_chunk(self, state, data, weights, num_steps: int):
@@ -127,10 +152,15 @@ def _criterion_fn(config, diffusion):
     fit = fit_fn(config, config.criterion.method)
 
     def one_seed(params, key, observed, truth, inferred):
-        x = diffusion.generate(params, key, config.criterion.num_samples)
+        raw = diffusion.generate_raw(params, key, config.criterion.num_samples)
+        x = sampling.threshold(raw)
+        e_gen, e_obs = energy(inferred, x), energy(inferred, observed)
         return {
-            "var_gen_inferred": jnp.var(energy(inferred, x)),
-            "var_obs_inferred": jnp.var(energy(inferred, observed)),
+            "var_gen_inferred": jnp.var(e_gen),
+            "var_obs_inferred": jnp.var(e_obs),
+            "var_gen_se": criterion.variance_se(e_gen),
+            "var_obs_se": criterion.variance_se(e_obs),
+            "num_nonfinite": jnp.sum(~jnp.isfinite(raw)),
             "var_gen_true": jnp.var(energy(truth, x)),
             "var_obs_true": jnp.var(energy(truth, observed)),
             "mean_gen_true": jnp.mean(energy(truth, x)),
@@ -204,9 +234,9 @@ def train_and_select(
     for i in range(num_seeds):
         rows = [have[(s, i)] for s in steps]
         var_gen = [r["var_gen_inferred"] for r in rows]
-        chosen.append(
-            criterion.select(steps, var_gen, rows[0]["var_obs_inferred"], tol=config.criterion.tol)
-        )
+        se = [math.hypot(r["var_gen_se"], r["var_obs_se"]) for r in rows]
+        var_obs = rows[0]["var_obs_inferred"]
+        chosen.append(criterion.select(steps, var_gen, var_obs, se, tol=config.criterion.tol_se))
     restored = {s: diffusion.sampling_params(train.restore(manager, state, s)) for s in set(chosen)}
     params = jax.tree.map(
         lambda *leaves: jnp.stack(leaves),

@@ -5,8 +5,10 @@ devices) and all sample sizes (weight masks over nested prefixes of one dataset 
 seed). Each (beta, method) batch appends one line per (seed, M) cell to results.jsonl as
 soon as it finishes; a rerun with the same workdir skips finished batches.
 
-Outputs: config.json, results.jsonl, results.npz (mse_{all,w,b}[beta, method, M, seed]
-with coordinate arrays), figures/mse_vs_m.png and figures/scatter.png.
+Outputs: config.json, results.jsonl (with each fit's `converged`), results.npz
+(mse_{all,w,b}, relative_error, converged [beta, method, M, seed] with coordinate
+arrays), summary.md (MSE mean ± s.e. over seeds, † where some seed's fit did not
+converge; the config and the wall time), figures/mse_vs_m.png and figures/scatter.png.
 """
 
 from __future__ import annotations
@@ -128,7 +130,10 @@ def _records(out, beta, method, seeds, sizes):
 def run(config, workdir) -> list[dict]:
     """Runs the learning-curve sweep; returns its result records."""
     validate_config(config)
-    workdir, results_path = common.prepare_workdir(config, workdir, RESUMABLE)
+    # Metropolis draws max(M) samples as chains x records, so a different max(M) is a
+    # different dataset: then the sample sizes are fixed for the workdir.
+    resumable = RESUMABLE if config.data.sampler == "exact" else RESUMABLE[:1] + RESUMABLE[2:]
+    workdir, results_path = common.prepare_workdir(config, workdir, resumable)
     done = sweeps.finished(results_path, COORDS)
     root = jax.random.key(config.seed)
     sizes, seeds = tuple(config.sweep.sample_sizes), list(range(config.num_seeds))
@@ -154,6 +159,12 @@ def run(config, workdir) -> list[dict]:
             )
     records = io.read_jsonl(results_path)
     arrays = _write_npz(workdir / "results.npz", records, config)
+    table = summary_table(arrays)
+    caption = (
+        "Parameter MSE (all w and b), mean ± s.e. over seeds (†: some seed's fit did not converge)"
+    )
+    common.write_summary(workdir, "inverse", [(caption, table)], config, time.time() - start)
+    logging.info("inverse: %s\n%s", caption, table)
     _plot_learning_curves(workdir / "figures" / "mse_vs_m.png", arrays, config)
     _plot_scatter(workdir / "figures" / "scatter.png", records, config)
     logging.info("inverse: done in %.1fs; outputs in %s", time.time() - start, workdir)
@@ -166,6 +177,7 @@ def _write_npz(path, records, config):
     shape = (len(betas), len(methods), len(sizes), config.num_seeds)
     arrays = {f"mse_{p}": np.full(shape, np.nan) for p in ("all", "w", "b")}
     arrays["relative_error"] = np.full(shape, np.nan)
+    arrays["converged"] = np.full(shape, np.nan)
     index = {
         (b, m, k, s): (i, j, q, s)
         for i, b in enumerate(betas)
@@ -177,7 +189,7 @@ def _write_npz(path, records, config):
         at = index.get((r["beta"], r["method"], r["num_samples"], r["seed"]))
         if at is not None:
             for name in arrays:
-                arrays[name][at] = r[name]
+                arrays[name][at] = float(r[name])
     arrays |= {
         "betas": np.asarray(betas),
         "methods": np.asarray(methods),
@@ -186,6 +198,23 @@ def _write_npz(path, records, config):
     }
     np.savez(path, **arrays)
     return arrays
+
+
+def summary_table(arrays) -> str:
+    """Markdown: MSE (all) mean ± s.e. over seeds, a row per (beta, M), a column per
+    method; '†' marks a cell where some seed's fit did not converge."""
+    methods = [str(m) for m in arrays["methods"]]
+    lines = ["| β | M | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    mean, se = common.mean_se(arrays["mse_all"])
+    for i, beta in enumerate(arrays["betas"]):
+        for q, m in enumerate(arrays["sample_sizes"]):
+            cells = []
+            for j in range(len(methods)):
+                flag = "†" if np.any(arrays["converged"][i, j, q] == 0) else ""
+                mu, e = mean[i, j, q], se[i, j, q]
+                cells.append("–" if np.isnan(mu) else f"{mu:.3g} ± {e:.1g}{flag}")
+            lines.append(f"| {beta:g} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _plot_learning_curves(path, arrays, config):
