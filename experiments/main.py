@@ -42,7 +42,7 @@ def main(argv):
         raise app.UsageError(
             f"Unknown experiment {config.experiment!r}; known: {', '.join(sorted(PIPELINES))}."
         )
-    runtime.configure_console(verbose=flags.FLAGS["verbosity"].present)
+    runtime.configure_console(verbose=flags.FLAGS["verbosity"].present, entry_point=__file__)
     runtime.enable_compilation_cache(_CACHE.value)
     if config.distributed:
         jax.distributed.initialize()

@@ -67,21 +67,28 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path | None
 
 
 class _ProjectOnly(std_logging.Filter):
-    """Passes isingjax's own records and any warning; drops other libraries' INFO lines."""
+    """Passes isingjax's own records (the package and its entry point) and any warning;
+    drops other libraries' INFO lines."""
+
+    def __init__(self, entry_point: str | None = None):
+        super().__init__()
+        self.entry_point = str(Path(entry_point).resolve()) if entry_point else None
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or record.pathname.startswith(PACKAGE_DIR)
+        own = record.pathname.startswith(PACKAGE_DIR) or record.pathname == self.entry_point
+        return record.levelno >= std_logging.WARNING or own
 
 
-def configure_console(*, verbose: bool) -> None:
-    """Short 'HH:MM:SS message' lines; without `verbose`, other libraries' INFO is hidden.
+def configure_console(*, verbose: bool, entry_point: str | None = None) -> None:
+    """Short 'HH:MM:SS message' lines; without `verbose`, INFO lines of code outside the
+    package and `entry_point` (the script's __file__) are hidden.
 
     Checkpoint libraries (Orbax) log every save at INFO through absl; a run of the main
     job printed ~300 such lines around its ~20 lines of progress.
     """
     handler = logging.get_absl_handler()
     if not verbose:
-        handler.addFilter(_ProjectOnly())
+        handler.addFilter(_ProjectOnly(entry_point))
         handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.set_verbosity(logging.DEBUG if verbose else logging.INFO)
 

@@ -1,6 +1,7 @@
 """Entry-point set-up: the compilation cache, the console filter, progress lines."""
 
 import logging as std_logging
+from pathlib import Path
 
 import jax
 import pytest
@@ -13,9 +14,10 @@ def _record(pathname, level=std_logging.INFO, msg="x"):
 
 
 def test_console_filter_passes_project_lines_and_warnings_only():
-    keep = runtime._ProjectOnly()
+    keep = runtime._ProjectOnly("experiments/main.py")
     own = f"{runtime.PACKAGE_DIR}/pipelines/augment.py"
     assert keep.filter(_record(own))
+    assert keep.filter(_record(str(Path("experiments/main.py").resolve())))
     assert not keep.filter(_record("/site-packages/orbax/checkpoint/checkpoint_manager.py"))
     assert keep.filter(_record("/site-packages/orbax/x.py", level=std_logging.WARNING))
 
