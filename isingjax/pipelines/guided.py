@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from isingjax import exact, guidance, inference, io, metrics, sweeps
+from isingjax import exact, guidance, inference, io, metrics, runtime, sweeps
 from isingjax.diffusion.schedule import q_sample
 from isingjax.models import sk_model
 from isingjax.pipelines import common, diffusion_stage, guided_figures, guided_summary
@@ -396,15 +396,21 @@ def run(config, workdir) -> list[dict]:
             "classifier": classifier_params,
             "inferred": inferred,
         }
-        for name in samplers:
+        seed_range = range(config.num_seeds)
+        todo = [
+            name
+            for name in samplers
+            if not {(name, float(g), s) for g in config.guidance.gammas[name] for s in seed_range}
+            <= done
+        ]
+        progress = runtime.Progress("guided: samplers", len(todo))
+        for name in todo:
             gammas = [float(g) for g in config.guidance.gammas[name]]
-            if {(name, g, s) for g in gammas for s in range(config.num_seeds)} <= done:
-                continue
             stage = make_stage_fn(config, diffusion, classifier_net, name)
             out, spins, weights = sweeps.run_over_seeds(stage, inputs, jnp.asarray(gammas), root)
             _save_samples(workdir, name, gammas, spins[0], weights[0])
             sweeps.append_cells(results_path, _records(out, name, gammas), done, COORDS)
-            logging.info("guided: %s done (%.1fs elapsed)", name, time.time() - start)
+            progress.step(name)
     records = io.read_jsonl(results_path)
     guided_summary.check_nonfinite(records, config.guidance.allow_nonfinite)
     arrays = guided_summary.write_npz(workdir / "results.npz", records, config)
