@@ -145,6 +145,11 @@ def exponential_thresholds(key: jax.Array, num_rows: int, num_cols: int) -> jax.
     u = (k >> 9) / 2^23 in [0, 1) and t = -log(1 - u) / 2, so P(t > x) = exp(-2x) up to
     the 2^-23 resolution of u (the resolution of jax.random.uniform).
     """
+    if num_rows * num_cols > 2**32:  # uint32 counters: beyond this the stream would repeat
+        raise ValueError(
+            "exponential_thresholds: at most 2^32 thresholds per sweep (n * chains * "
+            f"temperatures), got {num_rows} x {num_cols}."
+        )
     half = -(-num_rows // 2)
     rows = lax.broadcasted_iota(jnp.uint32, (half, num_cols), 0)
     counters = rows * jnp.uint32(num_cols) + lax.broadcasted_iota(jnp.uint32, rows.shape, 1)

@@ -134,6 +134,8 @@ def test_threefry_matches_jax_and_thresholds_are_exponential():
     other = mcmc.exponential_thresholds(jax.random.key(25), 37, 301)
     np.testing.assert_array_equal(t, same)
     assert np.mean(np.asarray(other) == t) < 0.01
+    with pytest.raises(ValueError, match="at most 2\\^32 thresholds per sweep"):
+        mcmc.exponential_thresholds(jax.random.key(24), 2**16, 2**16 + 1)  # counters would wrap
 
 
 def test_second_call_with_same_shapes_compiles_nothing():
