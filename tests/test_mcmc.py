@@ -5,28 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend.random import threefry_2x32
 from scipy import stats
 
 import isingjax as ij
 from isingjax import exact, mcmc
 from tests.reference import brute_force
-
-RUN_ARGS = ("num_samples", "num_chains", "burn_in", "thin", "block_size", "betas")
-
-
-@functools.cache
-def _jitted(fn):
-    return jax.jit(
-        fn, static_argnames=[a for a in RUN_ARGS if a != "betas" or fn is not ij.metropolis]
-    )
-
-
-def run_metropolis(key, params, **kwargs):
-    return _jitted(ij.metropolis)(key, params, **kwargs)
-
-
-def run_tempering(key, params, **kwargs):
-    return _jitted(ij.parallel_tempering)(key, params, **kwargs)
 
 
 def chain_mean_z_scores(samples, num_chains, exact_values, stat):
@@ -41,7 +25,7 @@ def test_chi_square_state_frequencies_n6():
     params = ij.sk_model(jax.random.key(0), 6, beta=1.0, bias_std=0.3)
     _, probs, states = brute_force(params.w, params.b)
     # One sample from each of 20000 independent chains after 40 sweeps: i.i.d. draws.
-    samples, _ = run_metropolis(
+    samples, _ = ij.metropolis(
         jax.random.key(1), params, num_samples=20_000, num_chains=20_000, burn_in=40
     )
     index = np.asarray(exact.spins_to_index(samples))
@@ -57,7 +41,7 @@ def test_means_and_correlations_n10_within_5_standard_errors(beta):
     mean_exact = probs @ states
     corr_exact = (states * probs[:, None]).T @ states
     num_chains = 64
-    samples, info = run_metropolis(
+    samples, info = ij.metropolis(
         jax.random.key(3), params, num_samples=64 * 300, num_chains=num_chains, burn_in=100, thin=2
     )
     samples = np.asarray(samples, np.float64)
@@ -83,7 +67,7 @@ def test_blocked_and_unblocked_updates_give_the_same_chain():
     params = ij.sk_model(jax.random.key(4), n, beta=1.0, bias_std=0.3)
     params = jax.tree.map(lambda x: jnp.round(x * 64) / 64, params)
     results = [
-        run_metropolis(
+        ij.metropolis(
             jax.random.key(5),
             params,
             num_samples=320,
@@ -100,12 +84,84 @@ def test_blocked_and_unblocked_updates_give_the_same_chain():
         assert info.acceptance_rate == results[0][1].acceptance_rate
 
 
+def numpy_sweep(w, b, spins, thresholds):
+    """Reference sweep: sites in order, all n fields updated after every flip (float64)."""
+    spins = spins.astype(np.float64).copy()  # [n, C]
+    fields = w @ spins + b[:, None]
+    for i in range(spins.shape[0]):
+        delta = np.where(spins[i] * fields[i] < thresholds[i], -2.0 * spins[i], 0.0)
+        spins[i] += delta
+        fields += np.outer(w[:, i], delta)
+    return spins
+
+
+@pytest.mark.parametrize("block_size, sub_block_size", [(1, 1), (5, 2), (16, 8), (16, 3), (40, 8)])
+def test_sweep_matches_numpy_rank1_reference(block_size, sub_block_size):
+    # Couplings on a 1/64 grid keep every field sum exact, so any regrouping of the sums
+    # (blocks, sub-blocks, products) must give the reference's flips bit for bit.
+    n, chains = 37, 24
+    params = ij.sk_model(jax.random.key(20), n, beta=1.0, bias_std=0.3)
+    params = jax.tree.map(lambda x: jnp.round(x * 64) / 64, params)
+    spins = np.asarray(jax.random.rademacher(jax.random.key(21), (chains, n), jnp.float32))
+    thresholds = np.asarray(mcmc.exponential_thresholds(jax.random.key(22), n, chains))
+    blocks = mcmc.make_blocks(params, block_size)
+    n_pad = blocks.b.shape[0]
+    t_pad = np.pad(thresholds, ((0, n_pad - n), (0, 0)), constant_values=-np.inf)
+    state, flips = jax.jit(mcmc.sweep, static_argnames="sub_block_size")(
+        blocks, mcmc.init_state(blocks, spins), t_pad, sub_block_size=sub_block_size
+    )
+    w, b = np.asarray(params.w, np.float64), np.asarray(params.b, np.float64)
+    expected = numpy_sweep(w, b, spins.T, thresholds)
+    np.testing.assert_array_equal(state.spins[:n], expected)
+    np.testing.assert_array_equal(flips, (expected != spins.T).sum(0))
+    assert 0 < int(flips.sum()) < n * chains
+    np.testing.assert_array_equal(state.spins[n:], 1.0)  # padding never flips
+    np.testing.assert_allclose(state.fields[:n], w @ expected + b[:, None])
+
+
+def test_threefry_matches_jax_and_thresholds_are_exponential():
+    key_words = jax.random.bits(jax.random.key(23), (2,), jnp.uint32)
+    counters = jnp.arange(2 * 1001, dtype=jnp.uint32) * jnp.uint32(2654435761)
+    hi, lo = mcmc.threefry2x32(key_words, counters[:1001], counters[1001:])
+    expected = threefry_2x32(key_words, counters)
+    np.testing.assert_array_equal(jnp.concatenate([hi, lo]), expected)
+    # 2 t ~ Exponential(1): Kolmogorov-Smirnov against the closed-form CDF, and keyed.
+    t = np.asarray(mcmc.exponential_thresholds(jax.random.key(24), 37, 301), np.float64)
+    chex.assert_shape(t, (37, 301))
+    assert stats.kstest(2 * t.ravel(), "expon").pvalue > 1e-3
+    assert stats.kstest(2 * t[:, 0], "expon").pvalue > 1e-3  # columns are not copies
+    same = mcmc.exponential_thresholds(jax.random.key(24), 37, 301)
+    other = mcmc.exponential_thresholds(jax.random.key(25), 37, 301)
+    np.testing.assert_array_equal(t, same)
+    assert np.mean(np.asarray(other) == t) < 0.01
+    with pytest.raises(ValueError, match="at most 2\\^32 thresholds per sweep"):
+        mcmc.exponential_thresholds(jax.random.key(24), 2**16, 2**16 + 1)  # counters would wrap
+
+
+def test_second_call_with_same_shapes_compiles_nothing():
+    n, kwargs = 9, dict(num_samples=48, num_chains=8, burn_in=2, thin=1)
+    first = ij.sk_model(jax.random.key(26), n, beta=1.0, bias_std=0.2)
+    second = ij.sk_model(jax.random.key(27), n, beta=0.5, bias_std=0.1)  # new arrays
+    ij.metropolis(jax.random.key(28), first, **kwargs)
+    cached = mcmc._sample._cache_size()
+    samples, _ = ij.metropolis(jax.random.key(29), second, **kwargs)
+    assert mcmc._sample._cache_size() == cached  # new key and params: no new compilation
+    chex.assert_shape(samples, (48, n))
+    ij.metropolis(jax.random.key(29), second, **kwargs | dict(num_samples=56))
+    assert mcmc._sample._cache_size() == cached + 1  # a new shape compiles once
+    betas = (0.5, 1.0)
+    ij.parallel_tempering(jax.random.key(30), first, betas=betas, **kwargs)
+    cached = mcmc._sample._cache_size()
+    ij.parallel_tempering(jax.random.key(31), second, betas=betas, **kwargs)
+    assert mcmc._sample._cache_size() == cached
+
+
 def test_samples_are_pm1_float32_and_keyed():
     params = ij.sk_model(jax.random.key(6), 8, beta=1.0)
     kwargs = dict(num_samples=64, num_chains=8, burn_in=3, thin=2)
-    a, _ = run_metropolis(jax.random.key(7), params, **kwargs)
-    b, _ = run_metropolis(jax.random.key(7), params, **kwargs)
-    c, _ = run_metropolis(jax.random.key(8), params, **kwargs)
+    a, _ = ij.metropolis(jax.random.key(7), params, **kwargs)
+    b, _ = ij.metropolis(jax.random.key(7), params, **kwargs)
+    c, _ = ij.metropolis(jax.random.key(8), params, **kwargs)
     chex.assert_shape(a, (64, 8))
     assert a.dtype == jnp.float32 and set(np.unique(a)) == {-1.0, 1.0}
     np.testing.assert_array_equal(a, b)
@@ -138,10 +194,12 @@ def test_parallel_tempering_mixes_where_metropolis_is_stuck():
     num_chains = 128
     start = jnp.ones((num_chains, 10))
     kwargs = dict(num_samples=num_chains * 200, num_chains=num_chains, burn_in=200, thin=2)
-    stuck, _ = run_metropolis(jax.random.key(11), params, init_spins=start, **kwargs)
+    stuck, _ = ij.metropolis(jax.random.key(11), params, init_spins=start, **kwargs)
     assert np.asarray(stuck).mean() > 0.99  # every chain stays in the + mode
     betas = mcmc.geometric_betas(8, beta_min=0.1)
-    mixed, info = run_tempering(jax.random.key(12), params, betas=betas, init_spins=start, **kwargs)
+    mixed, info = ij.parallel_tempering(
+        jax.random.key(12), params, betas=betas, init_spins=start, **kwargs
+    )
     z = chain_mean_z_scores(np.asarray(mixed, np.float64), num_chains, exact_means, lambda s: s)
     assert z.max() < 5, z
     assert np.abs(np.asarray(mixed).mean(0) - exact_means).max() < 0.1
@@ -152,7 +210,7 @@ def test_parallel_tempering_mixes_where_metropolis_is_stuck():
 def test_parallel_tempering_matches_exact_on_sk():
     params = ij.sk_model(jax.random.key(13), 10, beta=1.5, bias_std=0.2)
     _, probs, states = brute_force(params.w, params.b)
-    samples, _ = run_tempering(
+    samples, _ = ij.parallel_tempering(
         jax.random.key(14),
         params,
         betas=mcmc.geometric_betas(4, 0.3),
@@ -187,7 +245,8 @@ def test_integrated_autocorr_time_of_ar1_matches_closed_form():
         (dict(burn_in=-1), "burn_in must be an integer >= 0"),
         (dict(thin=0), "thin must be an integer >= 1"),
         (dict(thin=1.5), "thin must be an integer >= 1"),
-        (dict(block_size=129), "block_size must be <= 128"),
+        (dict(block_size=257), "block_size must be <= 256"),
+        (dict(block_size=0), "block_size must be an integer >= 1"),
         (
             dict(init_spins=jnp.ones((3, 5))),
             r"init_spins must have shape \[num_chains, n\] = \[4, 5\]",
