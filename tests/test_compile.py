@@ -115,3 +115,21 @@ def test_diffusion_sample_second_call_compiles_nothing():
     assert second == []
     with pytest.raises(ValueError, match="num_steps must be at most the schedule's 100"):
         generate.sample(jax.random.key(1), net, params[1], sched, num_samples=32, num_steps=500)
+
+
+def test_metropolis_and_tempering_second_call_compiles_nothing():
+    params, _ = _data(0)
+    other, _ = _data(1)
+
+    def calls(p, key):
+        ij.metropolis(key, p, num_samples=64, num_chains=16, burn_in=3, thin=2)
+        ij.parallel_tempering(
+            key, p, betas=(0.5, 1.0), num_samples=64, num_chains=16, burn_in=3, thin=2
+        )
+
+    with compilations() as first:
+        calls(params, jax.random.key(0))
+    assert first
+    with compilations() as second:
+        calls(other, jax.random.key(1))
+    assert second == []
