@@ -80,17 +80,19 @@ class _ProjectOnly(std_logging.Filter):
 
 
 def configure_console(*, verbose: bool, entry_point: str | None = None) -> None:
-    """Short 'HH:MM:SS message' lines; without `verbose`, INFO lines of code outside the
-    package and `entry_point` (the script's __file__) are hidden.
+    """Short 'HH:MM:SS message' lines, INFO lines of code outside the package and
+    `entry_point` (the script's __file__) hidden; with `verbose` (the user gave absl's
+    --verbosity) everything is left as absl sets it.
 
     Checkpoint libraries (Orbax) log every save at INFO through absl; a run of the main
     job printed ~300 such lines around its ~20 lines of progress.
     """
+    if verbose:
+        return  # absl's --verbosity flag decides
     handler = logging.get_absl_handler()
-    if not verbose:
-        handler.addFilter(_ProjectOnly(entry_point))
-        handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    logging.set_verbosity(logging.DEBUG if verbose else logging.INFO)
+    handler.addFilter(_ProjectOnly(entry_point))
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.set_verbosity(logging.INFO)
 
 
 def _duration(seconds: float) -> str:
