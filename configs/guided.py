@@ -1,7 +1,7 @@
 """The project's main job: guided diffusion toward the tails of an SK model (n = 20, so
 every probability is exact), and whether tail samples make better augmentation.
 
-Variants: '' (4 seeds; 802 s, ~13 minutes, measured on 2 CPU cores shared with other
+Variants: '' (4 seeds; 778 s, ~13 minutes, measured on 2 CPU cores shared with other
 jobs), 'quick' (n = 12, 2 seeds) and 'paper' (16 seeds, the paper's network, ancestral
 sampling; for accelerators).
 """
