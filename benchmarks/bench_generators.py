@@ -13,9 +13,7 @@ beside each. Times exclude compilation (each function runs once before it is tim
 
 from __future__ import annotations
 
-import argparse
 import functools
-import platform
 import time
 
 import jax
@@ -60,14 +58,7 @@ def generators(n):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n = 20 only")
-    args = parser.parse_args()
-    runtime.enable_compilation_cache()
-    print(
-        f"machine: {platform.machine()}, {jax.device_count()} JAX device(s) "
-        f"{jax.devices()[0].device_kind}, jax {jax.__version__}"
-    )
+    args = runtime.start_benchmark(__doc__, "n = 20 only")
     for n in (20,) if args.quick else (20, 40, 100):
         data = jnp.sign(jax.random.normal(jax.random.key(0), (1000, n)))
         weights = jnp.ones(1000)

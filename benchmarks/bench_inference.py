@@ -19,8 +19,6 @@ Times exclude compilation (each jitted function runs once before it is timed).
 
 from __future__ import annotations
 
-import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -240,14 +238,7 @@ def bench_seeds(n=20, m=1000, num_seeds=8):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n = 20 only")
-    args = parser.parse_args()
-    runtime.enable_compilation_cache()
-    print(
-        f"machine: {platform.machine()}, {jax.device_count()} JAX device(s) "
-        f"{jax.devices()[0].device_kind}, jax {jax.__version__}, numpy {np.__version__}"
-    )
+    args = runtime.start_benchmark(__doc__, "n = 20 only")
     for n in (20,) if args.quick else (20, 100):
         for m in (1000, 10000):
             rows = bench_cell(n, m)

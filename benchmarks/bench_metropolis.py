@@ -23,8 +23,6 @@ update h += w delta). It prints:
 
 from __future__ import annotations
 
-import argparse
-import platform
 import time
 
 import jax
@@ -33,7 +31,7 @@ import numpy as np
 from jax import lax
 
 import isingjax as ij
-from isingjax import mcmc
+from isingjax import mcmc, runtime
 
 HEADLINE_CHAINS, BURN_IN = 4096, 20
 
@@ -166,14 +164,8 @@ def profile_sweep(n, chains, sweeps=4, rounds=5):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="headline n=256; table n=64, 256")
-    args = parser.parse_args()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, "
-        f"{jax.device_count()} JAX device(s) {jax.devices()[0].device_kind}, "
-        f"jax {jax.__version__}, numpy {np.__version__}"
-    )
+    # No compilation cache: the first call's time is the compile a new user pays.
+    args = runtime.start_benchmark(__doc__, "headline n=256; table n=64, 256", cache=False)
     gf_start = matmul_gflops()
     headline_sizes = (256,) if args.quick else (256, 1024)
     headline = {n: direct_call(n, HEADLINE_CHAINS, repeats=5, paired=True) for n in headline_sizes}

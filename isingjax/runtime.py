@@ -7,13 +7,16 @@ call it once at start-up.
 
 from __future__ import annotations
 
+import argparse
 import logging as std_logging
 import os
+import platform
 import sys
 import time
 from pathlib import Path
 
 import jax
+import numpy as np
 from absl import flags, logging
 
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
@@ -37,6 +40,22 @@ def parse_flags(argv):
             f"error: {what}\nEvery --config.<field>=value must name a field the config "
             "file defines, with a value of its type (see config.json of any run)."
         )
+
+
+def start_benchmark(doc: str, quick_help: str, *, cache: bool = True):
+    """A benchmark's start: parses --quick, turns on the compilation cache (unless the
+    benchmark measures compilation itself) and prints the machine line. Returns the args."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    args = parser.parse_args()
+    if cache:
+        enable_compilation_cache()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {jax.device_count()} JAX "
+        f"device(s) {jax.devices()[0].device_kind}, jax {jax.__version__}, "
+        f"numpy {np.__version__}"
+    )
+    return args
 
 
 def default_cache_dir() -> Path:
