@@ -1,5 +1,6 @@
 """The autoregressive generator against exact enumeration."""
 
+import functools
 import itertools
 
 import jax
@@ -102,29 +103,12 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     spins = exact.sample(jax.random.key(5), truth, 500)
     weights = jnp.ones(500)
     init_fn, chunk_fn = ar.make_train_fns(net, batch_size=64)
-    whole = train.train(
-        init_fn(jax.random.key(6), 5), chunk_fn, spins, weights, num_steps=60, chunk_steps=60
-    )
+    run = functools.partial(train.train, chunk_fn=chunk_fn, data=spins, weights=weights)
+    whole = run(init_fn(jax.random.key(6), 5), num_steps=60, chunk_steps=60)
     manager = train.checkpoint_manager(tmp_path / "ckpt")
-    first = train.train(
-        init_fn(jax.random.key(6), 5),
-        chunk_fn,
-        spins,
-        weights,
-        num_steps=30,
-        chunk_steps=30,
-        manager=manager,
-    )
+    first = run(init_fn(jax.random.key(6), 5), num_steps=30, chunk_steps=30, manager=manager)
     assert int(first.step) == 30
-    resumed = train.train(
-        init_fn(jax.random.key(6), 5),
-        chunk_fn,
-        spins,
-        weights,
-        num_steps=60,
-        chunk_steps=30,
-        manager=manager,
-    )
+    resumed = run(init_fn(jax.random.key(6), 5), num_steps=60, chunk_steps=30, manager=manager)
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params), strict=True):
         np.testing.assert_array_equal(a, b)
 
