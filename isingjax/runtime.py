@@ -126,18 +126,19 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Logs one line per finished step: what, step x / total, time elapsed and left.
 
-    The estimate of the time left is the mean time per step so far times the steps left;
-    `total` counts only the steps this process runs (a resumed run skips finished ones).
+    `done` steps were finished before (a resumed run); the estimate of the time left is
+    the mean time per step this process ran times the steps left.
     """
 
-    def __init__(self, what: str, total: int):
-        self.what, self.total, self.done = what, max(int(total), 1), 0
+    def __init__(self, what: str, total: int, done: int = 0):
+        self.what, self.total = what, max(int(total), 1)
+        self.done = self.first = int(done)
         self.start = time.monotonic()
 
     def step(self, note: str = "") -> None:
         self.done += 1
         elapsed = time.monotonic() - self.start
-        left = elapsed / self.done * (self.total - self.done)
+        left = elapsed / (self.done - self.first) * (self.total - self.done)
         eta = f", ~{_duration(left)} left" if self.done < self.total else ""
         logging.info(
             "%s %d/%d%s (%s elapsed%s)",

@@ -45,7 +45,7 @@ import numpy as np
 from absl import logging
 from jax import lax
 
-from isingjax import exact, inference, io, metrics, sweeps
+from isingjax import exact, inference, io, metrics, runtime, sweeps
 from isingjax.diffusion import sampling
 from isingjax.inference import plm
 from isingjax.models import energy, sk_model
@@ -340,6 +340,14 @@ def run(config, workdir) -> list[dict]:
     root = jax.random.key(config.seed)
     diffusion, stages = diffusion_stage.Diffusion(config), {}
     seeds, start = np.arange(config.num_seeds), time.time()
+    todo = [
+        (beta, m, method)
+        for beta in (float(b) for b in config.model.betas)
+        for m in config.sweep.sample_sizes
+        for method in config.inference.methods
+        if not {c for c in augment_summary.cells(config, beta, m) if c[2] == method} <= done
+    ]
+    progress = runtime.Progress("augment: (beta, M, method) cells", len(todo))
     for beta in (float(b) for b in config.model.betas):
         for m in config.sweep.sample_sizes:
             cells = set(augment_summary.cells(config, beta, m))
@@ -366,13 +374,7 @@ def run(config, workdir) -> list[dict]:
                     done,
                     COORDS,
                 )
-                logging.info(
-                    "augment: beta=%g M=%d %s done (%.1fs elapsed)",
-                    beta,
-                    m,
-                    method,
-                    time.time() - start,
-                )
+                progress.step(f"beta={beta:g} M={m} {method}")
     records = io.read_jsonl(results_path)
     arrays = augment_summary.write_npz(workdir / "results.npz", records, config)
     sections = augment_summary.summary_sections(arrays)

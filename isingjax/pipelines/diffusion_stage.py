@@ -9,15 +9,13 @@ Config fields read: model.n, num_seeds, diffusion.*, criterion.*, inference.opti
 from __future__ import annotations
 
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
-from isingjax import inference, io, metrics
+from isingjax import inference, io, metrics, runtime
 from isingjax.diffusion import criterion, sampling, schedule, score_net, train
 from isingjax.models import energy
 from isingjax.pipelines import common
@@ -184,21 +182,19 @@ def train_and_select(
     num_seeds = observed.shape[0]
     state = jax.vmap(lambda k: diffusion.init_fn(k, config.model.n))(train_keys)
     manager = train.checkpoint_manager(workdir / "checkpoints" / tag)
-    start = time.time()
+    progress = []  # made at the first chunk, when the resumed step is known
 
     def on_chunk(state, losses):
         step = int(np.max(state.step))
         # the chunk's mean loss per seed
         record = {"kind": "train"} | meta | {"step": step}
         io.append_jsonl(path, record | {"loss": np.asarray(losses).mean(axis=1).tolist()})
-        logging.info(
-            "%s: diffusion step %d/%d, loss %.4f (%.1fs)",
-            tag,
-            step,
-            d.train_steps,
-            float(np.mean(losses)),
-            time.time() - start,
-        )
+        if not progress:
+            chunks = d.train_steps // d.checkpoint_every
+            progress.append(
+                runtime.Progress(f"{tag}: training chunks", chunks, step // d.checkpoint_every - 1)
+            )
+        progress[0].step(f"(step {step}, loss {float(np.mean(losses)):.4f})")
 
     state = train.train(
         state,

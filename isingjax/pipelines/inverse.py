@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from isingjax import exact, inference, io, mcmc, metrics, sweeps
+from isingjax import exact, inference, io, mcmc, metrics, runtime, sweeps
 from isingjax.models import sk_model
 from isingjax.pipelines import common
 
@@ -138,25 +138,19 @@ def run(config, workdir) -> list[dict]:
     root = jax.random.key(config.seed)
     sizes, seeds = tuple(config.sweep.sample_sizes), list(range(config.num_seeds))
     start = time.time()
-    for method in config.inference.methods:
-        stage = None
-        for beta in config.model.betas:
-            cells = {(float(beta), method, m, s) for m in sizes for s in seeds}
-            if cells <= done:
-                continue
-            stage = stage or make_stage_fn(config, method)  # one compile per method
-            out = sweeps.run_over_seeds(stage, seeds, root, float(beta))
-            sweeps.append_cells(
-                results_path, _records(out, beta, method, seeds, sizes), done, COORDS
-            )
-            logging.info(
-                "inverse: %s at beta=%g, %d seeds x %d sizes (%.1fs elapsed)",
-                method,
-                beta,
-                len(seeds),
-                len(sizes),
-                time.time() - start,
-            )
+    todo = [
+        (method, beta)
+        for method in config.inference.methods
+        for beta in config.model.betas
+        if not {(float(beta), method, m, s) for m in sizes for s in seeds} <= done
+    ]
+    progress, stages = runtime.Progress("inverse: (method, beta) cells", len(todo)), {}
+    for method, beta in todo:
+        if method not in stages:
+            stages[method] = make_stage_fn(config, method)  # one compile per method
+        out = sweeps.run_over_seeds(stages[method], seeds, root, float(beta))
+        sweeps.append_cells(results_path, _records(out, beta, method, seeds, sizes), done, COORDS)
+        progress.step(f"{method} at beta={beta:g}, {len(seeds)} seeds x {len(sizes)} sizes")
     records = io.read_jsonl(results_path)
     arrays = _write_npz(workdir / "results.npz", records, config)
     table = summary_table(arrays)

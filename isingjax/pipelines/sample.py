@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from isingjax import exact, io, mcmc, metrics, sweeps
+from isingjax import exact, io, mcmc, metrics, runtime, sweeps
 from isingjax.models import energy, sk_model
 from isingjax.pipelines import common
 
@@ -102,11 +102,11 @@ def run(config, workdir) -> list[dict]:
     done = {(r["beta"], r["seed"]) for r in io.read_jsonl(results_path)}
     root = jax.random.key(config.seed)
     start = time.time()
-    for beta in config.model.betas:
-        todo = [i for i in range(config.num_seeds) if (float(beta), i) not in done]
-        if not todo:
-            logging.info("beta=%g: all %d seeds already in results.jsonl", beta, config.num_seeds)
-            continue
+    seeds = range(config.num_seeds)
+    betas = [b for b in config.model.betas if any((float(b), i) not in done for i in seeds)]
+    progress = runtime.Progress("sample: betas", len(betas))
+    for beta in betas:
+        todo = [i for i in seeds if (float(beta), i) not in done]
         use_tempering = beta >= config.sampler.tempering_above
         stage = make_stage_fn(config, use_tempering)
         out = sweeps.run_over_seeds(stage, todo, root, float(beta))
@@ -118,13 +118,8 @@ def run(config, workdir) -> list[dict]:
             }
             record |= {k: np.asarray(v[row]).tolist() for k, v in out.items()}
             io.append_jsonl(results_path, record)
-        logging.info(
-            "beta=%g: sampled %d seeds with %s (%.1fs elapsed)",
-            beta,
-            len(todo),
-            "parallel tempering" if use_tempering else "Metropolis",
-            time.time() - start,
-        )
+        sampler = "parallel tempering" if use_tempering else "Metropolis"
+        progress.step(f"beta={beta:g}: {len(todo)} seeds with {sampler}")
     records = _sorted_records(io.read_jsonl(results_path), config)
     _write_npz(workdir / "results.npz", records, config)
     table = summary_table(records, config)
