@@ -266,3 +266,15 @@ def test_augment_rejects_a_negative_penalty_and_non_finite_generated_values(tmp_
         augment._check_nonfinite(config, np.asarray([0, 2, 0]), 1.0, 40)
     config.augment.allow_nonfinite = True
     augment._check_nonfinite(config, np.asarray([0, 2, 0]), 1.0, 40)
+
+
+def test_results_arrays_cover_every_finished_cell_of_the_workdir(tmp_path):
+    config = tiny_config()
+    config.inference.methods = ("plm",)  # a resume that narrowed the selection
+    record = {"beta": 2.0, "num_samples": 40, "method": "erasure", "arm": "observed"}
+    record |= {"ratio": 0, "seed": 1, "mse_all": 0.5, "mse_w": 0.4, "mse_b": 0.1}
+    arrays = augment_summary.write_npz(tmp_path / "r.npz", [record | {"converged": True}], config)
+    assert list(arrays["methods"]) == ["plm", "erasure"]  # in inference.METHODS order
+    assert list(arrays["betas"]) == [1.0, 2.0]
+    assert arrays["mse_all"][1, 0, 1, 0, 1] == 0.5 and arrays["converged"][1, 0, 1, 0, 1] == 1
+    assert np.isnan(arrays["mse_all"][0]).all()

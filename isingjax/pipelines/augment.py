@@ -222,7 +222,10 @@ def tuned_l2(config, observed, key, extra=None):
     The held-out part is a random holdout_fraction of the observed spins [M, n] (split by
     key). Extra spins [K, n] (generated ones), when given, join the fitting part of the
     split and the refit but are never held out, so the penalty is chosen by how well a
-    fit predicts observed spins it has not seen."""
+    fit predicts observed spins it has not seen. The grid value c is per observed sample:
+    the coupling penalty is l2 = c / (observed spins in the fit), whatever K, so with or
+    without extra spins the grid spans the same penalties (a per-sample penalty over
+    M + K spins would be K/M times weaker at the same c)."""
     m = observed.shape[0]
     options = {
         k: v
@@ -237,15 +240,16 @@ def tuned_l2(config, observed, key, extra=None):
         held = jnp.concatenate([held, jnp.zeros(extra.shape[0])])
         everything = jnp.ones(data.shape[0])
     grid = jnp.asarray(config.baselines.l2_grid, jnp.float32)
+    num_fit = float(m - num_held)  # observed spins in the fitting part of the split
 
-    def held_out_loss(lam):
-        est, info = plm.fit(data, everything - held, l2_per_sample=lam, **options)
+    def held_out_loss(c):
+        est, info = plm.fit(data, everything - held, l2=c / num_fit, **options)
         loss = plm.loss(est, data, held / jnp.sum(held), l2=0.0, l2_bias=0.0)
         return loss, info["converged"]
 
     losses, grid_converged = jax.vmap(held_out_loss)(grid)
     best = grid[jnp.argmin(losses)]
-    est, info = plm.fit(data, everything, l2_per_sample=best, **options)
+    est, info = plm.fit(data, everything, l2=best / m, **options)
     return est, best, info["converged"] & jnp.all(grid_converged)
 
 

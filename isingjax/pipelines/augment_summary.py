@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from isingjax import sweeps
+from isingjax import inference, sweeps
 from isingjax.pipelines import common
 
 COORDS = ("beta", "num_samples", "method", "arm", "ratio", "seed")
@@ -42,9 +42,15 @@ FIELDS = ("mse_all", "mse_w", "mse_b", "converged", "num_nonfinite")
 
 
 def write_npz(path, records, config) -> dict:
-    """results.npz: FIELDS [beta, M, method, column, seed] (NaN where absent) + the axes."""
-    betas = [float(b) for b in config.model.betas]
-    sizes, methods = list(config.sweep.sample_sizes), list(config.inference.methods)
+    """results.npz: FIELDS [beta, M, method, column, seed] (NaN where absent) + the axes.
+
+    The axes are those of the config joined with those of the records, so a run resumed
+    with a narrower selection (say methods=('plm',)) still summarizes every finished
+    cell of the workdir."""
+    betas = sorted({float(b) for b in config.model.betas} | {r["beta"] for r in records})
+    sizes = sorted(set(config.sweep.sample_sizes) | {r["num_samples"] for r in records})
+    known = set(config.inference.methods) | {r["method"] for r in records}
+    methods = [m for m in inference.METHODS if m in known]
     cols = columns(config)
     shape = (len(betas), len(sizes), len(methods), len(cols), config.num_seeds)
     arrays = {name: np.full(shape, np.nan) for name in FIELDS}
