@@ -230,3 +230,11 @@ def test_lbfgs_stops_when_a_float32_loss_stalls():
     assert float(info["grad_norm"]) >= 1e-5  # stopped by the stall rule, not by tol
     assert np.max(np.abs(np.asarray(est.w) - w_ref)) <= 5e-3
     assert np.max(np.abs(np.asarray(est.b) - b_ref)) <= 5e-3
+
+
+@pytest.mark.parametrize("method", ["nmf", "tap"])
+def test_mean_field_says_why_it_did_not_converge(method):
+    spins = np.asarray(exact.sample(jax.random.key(20), ij.sk_model(jax.random.key(21), 6), 300))
+    spins[:, 1] = spins[:, 0]  # two identical spins: a singular correlation matrix
+    with pytest.warns(UserWarning, match="needed a ridge beyond the requested one"):
+        ij.infer(spins, method)

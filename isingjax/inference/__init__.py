@@ -28,6 +28,12 @@ METHODS = {
     "exact_ml": exact_ml.fit,
 }
 PENALTIES = {"l2", "l2_per_sample", "l2_bias"}  # options that must be >= 0
+NOT_CONVERGED = {  # what converged = False means, per method
+    None: "the solver stopped before reaching its tolerance.",
+    "nmf": "the correlation matrix needed a ridge beyond the requested one (ill-conditioned) "
+    "or the parameters are not finite.",
+}
+NOT_CONVERGED["tap"] = NOT_CONVERGED["nmf"]
 # Options that set shapes or Python control flow: compiled in, one compile per value. Every
 # other option given as a number or an array is traced, so a loop over penalty strengths,
 # step sizes or tolerances reuses one compiled fit.
@@ -125,7 +131,7 @@ def infer_with_info(spins, method: str, *, weights=None, **options) -> tuple[Isi
         )
     converged = _concrete(info.get("converged", True))
     if converged is not None and not bool(converged):
-        warnings.warn(f"{method}: the solver stopped before reaching its tolerance.", stacklevel=2)
+        warnings.warn(f"{method}: {NOT_CONVERGED.get(method, NOT_CONVERGED[None])}", stacklevel=2)
     return params, info
 
 
