@@ -234,7 +234,7 @@ def test_lbfgs_stops_when_a_float32_loss_stalls():
 
 @pytest.mark.parametrize("method", ["nmf", "tap"])
 def test_mean_field_says_why_it_did_not_converge(method):
-    spins = np.asarray(exact.sample(jax.random.key(20), ij.sk_model(jax.random.key(21), 6), 300))
+    spins = np.array(exact.sample(jax.random.key(20), ij.sk_model(jax.random.key(21), 6), 300))
     spins[:, 1] = spins[:, 0]  # two identical spins: a singular correlation matrix
     with pytest.warns(UserWarning, match="needed a ridge beyond the requested one"):
         ij.infer(spins, method)
