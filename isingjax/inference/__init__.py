@@ -96,6 +96,13 @@ def _check_inputs(spins, method, weights, options):
     return spins, jnp.asarray(weights, jnp.float32)
 
 
+def _hashable(value):
+    """A static option as a hashable value (a list or array of numbers -> a tuple)."""
+    if isinstance(value, list | np.ndarray):
+        return tuple(float(x) for x in np.ravel(value))
+    return value
+
+
 def _as_float(value):
     """Python numbers as float32 arrays: 1 and 1.0 then share one compiled fit."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -120,7 +127,7 @@ def infer_with_info(spins, method: str, *, weights=None, **options) -> tuple[Isi
     spins, weights = _check_inputs(spins, method, weights, options)
     static = {k: v for k, v in options.items() if k in STATIC_OPTIONS or v is None}
     dynamic = {k: _as_float(v) for k, v in options.items() if k not in static}
-    static = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in static.items()))
+    static = tuple(sorted((k, _hashable(v)) for k, v in static.items()))
     params, info = _fit(spins, weights, dynamic, method=method, static=static)
     constant = _concrete(info["constant_spins"])
     if constant is not None and constant > 0:
