@@ -238,3 +238,10 @@ def test_mean_field_says_why_it_did_not_converge(method):
     spins[:, 1] = spins[:, 0]  # two identical spins: a singular correlation matrix
     with pytest.warns(UserWarning, match="needed a ridge beyond the requested one"):
         ij.infer(spins, method)
+
+
+def test_static_options_may_be_lists_or_arrays():
+    spins = exact.sample(jax.random.key(22), ij.sk_model(jax.random.key(23), 6), 200)
+    as_tuple = ij.infer(spins, "erasure", eps_grid=(0.5, 0.7))
+    for grid in ([0.5, 0.7], np.array([0.5, 0.7])):
+        np.testing.assert_array_equal(ij.infer(spins, "erasure", eps_grid=grid).w, as_tuple.w)
