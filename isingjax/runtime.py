@@ -135,7 +135,11 @@ class Progress:
         self.done = self.first = int(done)
         self.start = time.monotonic()
 
-    def step(self, note: str = "") -> None:
+    def step(self, note: str = "", *, at: int | None = None) -> None:
+        """One more step done (or, with `at`, steps 1..at done: a resumed loop's first
+        step tells where it resumed)."""
+        if at is not None and self.done == self.first:
+            self.done = self.first = at - 1
         self.done += 1
         elapsed = time.monotonic() - self.start
         left = elapsed / (self.done - self.first) * (self.total - self.done)

@@ -55,3 +55,14 @@ def test_compilation_cache_directory_and_off(tmp_path, monkeypatch):
 @pytest.mark.parametrize("seconds, text", [(5.2, "5s"), (65, "1m05s"), (3725, "1h02m")])
 def test_durations_read_as_a_person_reads_them(seconds, text):
     assert runtime._duration(seconds) == text
+
+
+def test_progress_of_a_resumed_loop_counts_from_where_it_resumed(monkeypatch):
+    clock = iter([0.0, 30.0, 50.0])
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: next(clock))
+    lines = []
+    monkeypatch.setattr(runtime.logging, "info", lambda fmt, *a: lines.append(fmt % a))
+    progress = runtime.Progress("chunks", total=8)
+    progress.step(at=6)  # resumed after 5 chunks: one chunk in 30 s, 2 left
+    progress.step(at=7)
+    assert lines == ["chunks 6/8 (30s elapsed, ~1m00s left)", "chunks 7/8 (50s elapsed, ~25s left)"]

@@ -182,19 +182,15 @@ def train_and_select(
     num_seeds = observed.shape[0]
     state = jax.vmap(lambda k: diffusion.init_fn(k, config.model.n))(train_keys)
     manager = train.checkpoint_manager(workdir / "checkpoints" / tag)
-    progress = []  # made at the first chunk, when the resumed step is known
+    progress = runtime.Progress(f"{tag}: training chunks", d.train_steps // d.checkpoint_every)
 
     def on_chunk(state, losses):
         step = int(np.max(state.step))
         # the chunk's mean loss per seed
         record = {"kind": "train"} | meta | {"step": step}
         io.append_jsonl(path, record | {"loss": np.asarray(losses).mean(axis=1).tolist()})
-        if not progress:
-            chunks = d.train_steps // d.checkpoint_every
-            progress.append(
-                runtime.Progress(f"{tag}: training chunks", chunks, step // d.checkpoint_every - 1)
-            )
-        progress[0].step(f"(step {step}, loss {float(np.mean(losses)):.4f})")
+        loss = float(np.mean(losses))
+        progress.step(f"(step {step}, loss {loss:.4f})", at=step // d.checkpoint_every)
 
     state = train.train(
         state,
