@@ -1,5 +1,6 @@
-"""Process set-up for the entry points: the persistent compilation cache and a console a
-person can follow (the project's progress lines; library chatter only when asked for).
+"""Process set-up for the entry points: flag parsing with one-line errors, the persistent
+compilation cache, a console a person can follow (the project's progress lines; library
+chatter only when asked for) and the benchmarks' common start.
 
 Nothing here is used by the library's functions; `experiments/main.py` and the benchmarks
 call it once at start-up.
