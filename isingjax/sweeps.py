@@ -78,6 +78,17 @@ def cell_key(record: dict, coords: Iterable[str]) -> tuple:
     return tuple(record[c] for c in coords)
 
 
+def fill_cells(arrays: dict, index: dict, records, coords: Iterable[str]) -> None:
+    """Writes each record's fields into `arrays` (name -> array) at index[cell key]; records
+    of cells outside `index` and fields a record lacks are left as they are (NaN)."""
+    for record in records:
+        at = index.get(cell_key(record, coords))
+        if at is not None:
+            for name, values in arrays.items():
+                if name in record:
+                    values[at] = record[name]
+
+
 def finished(path, coords: Sequence[str]) -> set[tuple]:
     """The coordinates of the cells already in a results.jsonl."""
     return {cell_key(r, coords) for r in io.read_jsonl(path)}

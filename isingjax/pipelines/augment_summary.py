@@ -62,12 +62,7 @@ def write_npz(path, records, config) -> dict:
         for c, (arm, r) in enumerate(cols)
         for s in range(config.num_seeds)
     }
-    for r in records:
-        at = index.get(sweeps.cell_key(r, COORDS))
-        if at is not None:
-            for name in FIELDS:
-                if name in r:
-                    arrays[name][at] = float(r[name])
+    sweeps.fill_cells(arrays, index, records, COORDS)
     arrays |= {
         "betas": np.asarray(betas),
         "sample_sizes": np.asarray(sizes),

@@ -90,12 +90,7 @@ def write_npz(path, records, config) -> dict:
         for j, g in enumerate(grid):
             for seed in range(config.num_seeds):
                 index[(s, g, seed)] = (i, j, seed)
-    for r in records:
-        at = index.get(sweeps.cell_key(r, COORDS))
-        if at is not None:
-            for name in names:
-                if name in r:
-                    arrays[name][at] = r[name]
+    sweeps.fill_cells(arrays, index, records, COORDS)
     # A sampler that uses all K samples has the baseline arm (all K unguided samples, the
     # same data) as its count control; the pipeline fits it once, in the baseline row.
     if "baseline" in samplers:

@@ -179,11 +179,7 @@ def _write_npz(path, records, config):
         for q, k in enumerate(sizes)
         for s in range(config.num_seeds)
     }
-    for r in records:
-        at = index.get((r["beta"], r["method"], r["num_samples"], r["seed"]))
-        if at is not None:
-            for name in arrays:
-                arrays[name][at] = float(r[name])
+    sweeps.fill_cells(arrays, index, records, COORDS)
     arrays |= {
         "betas": np.asarray(betas),
         "methods": np.asarray(methods),
