@@ -134,11 +134,14 @@ class Diffusion:
         thresholding (`generate` thresholds it); a non-finite entry would be
         thresholded to -1 silently, so callers count them on this."""
         d = self.config.diffusion
-        shape = dict(num_samples=num_samples, n=self.config.model.n)
-        if d.sampler == "ddpm":
-            return sampling.ddpm_sample(key, self.eps_fn(params), self.schedule, **shape)
-        return sampling.ddim_sample(
-            key, self.eps_fn(params), self.schedule, num_steps=d.ddim_steps, **shape
+        return sampling.sample_continuous(
+            key,
+            self.eps_fn(params),
+            self.schedule,
+            num_samples=num_samples,
+            n=self.config.model.n,
+            sampler=d.sampler,
+            num_steps=d.ddim_steps,
         )
 
     def vmapped_chunk(self, state, data, weights, num_steps: int):
