@@ -62,3 +62,37 @@ def paper_diffusion(config: ConfigDict) -> ConfigDict:
     config.diffusion.checkpoint_every = 1000
     config.diffusion.sampler = "ddpm"
     return config
+
+
+def add_generators(config: ConfigDict) -> ConfigDict:
+    """Adds the generators beside the DDPM (config.generator, config.masked,
+    config.autoregressive) and the truth-free choice of checkpoint and K
+    (config.selection); see isingjax/pipelines/generator_stage.py."""
+    config.generator = ConfigDict()
+    config.generator.names = ("ddpm", "masked", "autoregressive")
+    # spins generated per checkpoint beyond max(ratios) * M, for the generator checks
+    # (exact KL, cross-entropy, copies): max(max(ratios) * M, check_samples) in all
+    config.generator.check_samples = 10_000
+
+    config.masked = ConfigDict()  # masked (absorbing-state) discrete diffusion
+    config.masked.widths = (128, 128)
+    config.masked.learning_rate = 1e-3
+    config.masked.batch_size = 256
+    config.masked.ema_decay = 0.995
+    config.masked.train_steps = 2000
+    config.masked.checkpoint_every = 500
+    config.masked.elbo_draws = 16  # Monte Carlo draws of the ELBO per held-out sample
+
+    config.autoregressive = ConfigDict()  # MADE; hidden = 0: logistic autoregressive
+    config.autoregressive.hidden = 0
+    config.autoregressive.learning_rate = 1e-2
+    config.autoregressive.weight_decay = 1e-4
+    config.autoregressive.batch_size = 256
+    config.autoregressive.train_steps = 2000
+    config.autoregressive.checkpoint_every = 500
+
+    config.selection = ConfigDict()
+    # 'energy_variance' (the paper's checkpoint, K = every augment.ratios) and 'heldout'
+    # (checkpoint and K in {0} + ratios by held-out pseudo-likelihood over K folds)
+    config.selection.num_folds = 2
+    return config

@@ -1,35 +1,55 @@
-"""Pipeline `augment`: does adding diffusion-generated samples to M observed spins lower
-the error of inverse Ising inference (Lim, Lee & Jo, PRE 111, 045302, 2025), and how does
-it compare with honest baselines?
+"""Pipeline `augment`: does adding generated samples to M observed spins lower the error
+of inverse Ising inference (Lim, Lee & Jo, PRE 111, 045302, 2025), with which generator,
+chosen how, and against which honest baselines?
 
 For every beta and sample size M, per seed (vmapped over seeds):
 1. an SK instance (biases of std bias_std * beta / sqrt(n) by default) and M exact draws;
-2. a DDPM trained on the M observed spins, with an Orbax checkpoint every
-   `diffusion.checkpoint_every` steps; at each checkpoint the energy-variance criterion
-   (isingjax/diffusion/criterion.py) is measured and written to metrics.jsonl, and the
-   checkpoint it selects generates K_max = max(ratios) * M spins;
-3. for every estimator, the parameter MSE of the arms
+2. the arms without a generator, for every estimator:
      observed   the M observed spins alone,
-     diffusion  observed + the first K generated spins, K = ratio * M,
      bootstrap  observed + K spins drawn exactly from the model the same estimator
-                inferred from the observed spins,
+                inferred from the observed spins (K = ratio * M, every augment.ratios),
      oracle     observed + K further true samples,
      l2         (plm only) plm with the L2 penalty chosen by held-out pseudo-likelihood
                 on a split of the observed spins, refitted on all of them;
-     diffusion_l2  (plm only) the same tuning with the K_max generated spins added to the
-                fitting part of the split and to the refit (the held-out part is observed
-                spins only): augmentation and the tuned penalty at equal tuning effort.
-   Every K is a weight mask over one array, so one compile serves all ratios. Every cell
-   records whether its fits converged (the estimator's info['converged']), and the
-   diffusion cells the number of non-finite values in the reverse process's raw output
-   (an error unless augment.allow_nonfinite).
+3. for every generator of generator.names (isingjax/pipelines/generator_stage.py: the
+   DDPM thresholded to ±1, masked discrete diffusion, the autoregressive MADE):
+   a. trained on all M observed spins, with a checkpoint every checkpoint_every steps; at
+      every checkpoint it generates max(max(ratios) M, generator.check_samples) spins,
+      and the energy-variance criterion (isingjax/diffusion/criterion.py) and the
+      generator checks (exact KL and cross-entropy to the truth, copies of observed
+      states against the expected copy fraction of exact samples) go to metrics.jsonl;
+   b. the grid: every estimator fitted on observed + the first K spins of every
+      checkpoint, for every K = ratio * M (arm 'grid', coordinates step and ratio);
+   c. the rules that pick (checkpoint, K) from the grid, without the truth:
+        energy_variance  the paper's rule: the criterion's checkpoint, at every K;
+        heldout          (selection.rules) K-fold over the observed spins: the generator
+                         retrained on the training folds, the estimator fitted on them +
+                         K of its spins at each checkpoint and scored by the
+                         pseudo-log-likelihood of the held-out fold (K = 0 included);
+                         the best mean score picks (checkpoint, K), and the full-data
+                         generator at that checkpoint (the same training run as the
+                         grid's, so the same as retraining to that step) supplies the
+                         K * M spins. Held-out log-likelihood of the fold generators
+                         (exact for the MADE, ELBO for masked diffusion) and the data-
+                         copying test (Meehan et al. 2020) per checkpoint go to
+                         metrics.jsonl;
+      and, with the truth, 'hindsight': the (checkpoint, K) of the grid (K = 0, observed
+      only, included) with the lowest MSE; a rule's regret is its MSE minus hindsight's;
+   d. generated_l2 (plm only): the tuned-L2 fit with the energy-variance checkpoint's
+      max(ratios) * M spins added to the fitting part of the split and to the refit (the
+      held-out part is observed spins only): augmentation and the tuned penalty at equal
+      tuning effort.
+   Every K is a weight mask over one array, so one compile serves all ratios and
+   checkpoints. Every cell records whether its fits converged (the estimator's
+   info['converged']) and the generated cells the number of non-finite values the
+   generator produced (an error unless augment.allow_nonfinite).
 
-Outputs: config.json, metrics.jsonl (training losses, the criterion at every checkpoint,
-the chosen checkpoint and its generator checks), results.jsonl (one line per (beta, M,
-method, arm, ratio, seed)), results.npz, summary.md, generated/*.npz (the generated
-spins), checkpoints/, figures/{mse_vs_m,training,scatter,energy_histograms}.png. A rerun
-with the same workdir resumes: training from its last checkpoint, and finished cells,
-criterion records and generated sets are not recomputed.
+Outputs: config.json, metrics.jsonl (training losses, per-checkpoint criterion and
+generator checks, held-out scores), results.jsonl (one line per (beta, M, method,
+generator, arm, ratio, step, seed)), results.npz, summary.md, generated/*.npz (the
+generated spins of every checkpoint), checkpoints/, figures/. A rerun with the same
+workdir resumes: training from its last checkpoint, and finished cells, records and
+generated sets are not recomputed.
 """
 
 from __future__ import annotations
@@ -46,16 +66,17 @@ from absl import logging
 from jax import lax
 
 from isingjax import exact, inference, io, metrics, runtime, sweeps
-from isingjax.diffusion import sampling
+from isingjax.diffusion import criterion, sampling
+from isingjax.generators import selection
 from isingjax.inference import plm
 from isingjax.models import energy, sk_model
 from isingjax.pipelines import augment_figures as figures
-from isingjax.pipelines import augment_summary, common, diffusion_stage
+from isingjax.pipelines import augment_summary, common, diffusion_stage, generator_stage
 
 COORDS = augment_summary.COORDS
 # Config fields a rerun in the same workdir may change (common.prepare_workdir).
-RESUMABLE = ("model.betas", "sweep.sample_sizes", "inference.methods")
-EXTRA_ARMS, TUNED_ARMS = augment_summary.EXTRA_ARMS, augment_summary.TUNED_ARMS
+RESUMABLE = ("model.betas", "sweep.sample_sizes", "inference.methods", "generator.names")
+RULES = ("energy_variance", "heldout")
 summary_table = augment_summary.summary_table
 
 
@@ -104,8 +125,31 @@ def validate_config(config) -> None:
                 0 < config.baselines.holdout_fraction < 1,
                 "in (0, 1)",
             ),
+            (
+                "selection.rules",
+                config.selection.rules,
+                len(config.selection.rules) >= 1
+                and set(config.selection.rules) <= set(RULES)
+                and "energy_variance" in config.selection.rules,
+                f"a tuple from {RULES} that includes 'energy_variance'",
+            ),
+            (
+                "selection.num_folds",
+                config.selection.num_folds,
+                common.is_int(config.selection.num_folds, 2)
+                and all(common.is_int(m, 10) for m in sizes)
+                and config.selection.num_folds <= min(sizes, default=0),
+                "an integer in [2, min(sweep.sample_sizes)]",
+            ),
+            (
+                "generator.check_samples",
+                config.generator.check_samples,
+                common.is_int(config.generator.check_samples, 1),
+                "an integer >= 1",
+            ),
         ]
         + diffusion_stage.config_checks(config)
+        + generator_stage.config_checks(config)
     )
     common.check_options(config, set(methods) | {config.criterion.method})
 
@@ -115,9 +159,10 @@ def _keys(root, seed):
     return dict(zip(names, jax.random.split(sweeps.seed_key(root, seed), len(names)), strict=True))
 
 
-def generated_path(workdir, beta, m) -> Path:
-    """Where a run keeps the generated spins [S, K_max, n] of block (beta, M)."""
-    return Path(workdir) / "generated" / f"beta{beta:g}_m{m}.npz"
+def generated_path(workdir, beta, m, generator) -> Path:
+    """Where a run keeps the spins [S, C, K, n] (int8) generated at every checkpoint of a
+    generator in block (beta, M)."""
+    return Path(workdir) / "generated" / f"beta{beta:g}_m{m}_{generator}.npz"
 
 
 def truth_and_data(config, seed, root, beta, m):
@@ -130,88 +175,241 @@ def truth_and_data(config, seed, root, beta, m):
     return truth, observed, oracle
 
 
-def _generated(config, diffusion, workdir, root, beta, m, truth, observed):
-    """(The generated spins [S, K_max, n] of each seed's chosen checkpoint, the count of
-    non-finite values [S] in the raw reverse-process output they were thresholded from),
-    cached in generated/<block>.npz; that checkpoint's generator checks go to
-    metrics.jsonl. Non-finite values raise unless config.augment.allow_nonfinite."""
-    path = generated_path(workdir, beta, m)
-    tag = path.stem
-    if path.exists():
-        cached = np.load(path)
-        nonfinite = cached["num_nonfinite"]
-        _check_nonfinite(config, nonfinite, beta, m)
-        return cached["spins"].astype(np.float32), nonfinite
-    seeds = jnp.arange(config.num_seeds)
-    params, chosen = diffusion_stage.train_and_select(
-        config,
-        diffusion,
-        workdir,
-        {"beta": beta, "num_samples": m},
-        tag=tag,
-        train_keys=jax.vmap(lambda s: jax.random.fold_in(_keys(root, s)["diffusion"], m))(seeds),
-        criterion_keys=jax.vmap(lambda s: _keys(root, s)["criterion"])(seeds),
-        observed=observed,
-        truth=truth,
-    )
-    k_max = max(config.augment.ratios) * m
-    keys = jax.vmap(lambda s: jax.random.fold_in(_keys(root, s)["generate"], m))(seeds)
-    raw = diffusion.generate_raw_seeds(params, keys, k_max)
-    nonfinite = np.asarray(jnp.sum(~jnp.isfinite(raw), axis=(1, 2)))
-    spins = sampling.threshold(raw)
-    checks = _generator_checks_seeds(spins, observed, truth)
-    for i, step in enumerate(chosen):
-        record = {"kind": "generator", "beta": beta, "num_samples": m, "seed": i}
-        record |= {"chosen_step": step, "num_nonfinite": int(nonfinite[i])}
-        record |= {k: float(v[i]) for k, v in checks.items()}
-        io.append_jsonl(workdir / "metrics.jsonl", record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        path,
-        spins=np.asarray(spins, np.int8),
-        chosen_steps=np.asarray(chosen),
-        num_nonfinite=nonfinite,
-    )
-    _check_nonfinite(config, nonfinite, beta, m)
-    return np.asarray(spins), nonfinite
+def _seed_keys(root, num_seeds, name, *folds):
+    """[S] keys: fold_in(..fold_in(keys[name], f0).., f1) per seed."""
+
+    def one(s):
+        key = _keys(root, s)[name]
+        for f in folds:
+            key = jax.random.fold_in(key, f)
+        return key
+
+    return jax.vmap(one)(jnp.arange(num_seeds))
 
 
-def _check_nonfinite(config, nonfinite, beta, m):
-    if np.any(nonfinite > 0) and not config.augment.allow_nonfinite:
+def _num_generated(config, m):
+    return max(max(config.augment.ratios) * m, config.generator.check_samples)
+
+
+def _check_nonfinite(config, nonfinite, what):
+    if np.any(np.asarray(nonfinite) > 0) and not config.augment.allow_nonfinite:
         raise RuntimeError(
-            f"augment: the generator of beta={beta:g}, M={m} produced non-finite values "
-            f"(per seed: {np.asarray(nonfinite).tolist()}), which thresholding would turn "
-            "into -1 spins; set config.augment.allow_nonfinite=True to use them anyway "
-            "(the cells are flagged in summary.md)."
+            f"augment: {what} produced non-finite values (per seed and checkpoint: "
+            f"{np.asarray(nonfinite).tolist()}), which thresholding would turn into -1 "
+            "spins; set config.augment.allow_nonfinite=True to use them anyway (the cells "
+            "are flagged in summary.md)."
         )
 
 
-def _generator_checks(generated, observed, truth):
-    exact_moments = exact.moments(truth)
-    return {
-        "kl_generated": exact.kl_divergence(generated, truth),
-        "copy_fraction": metrics.copy_fraction(generated, observed),
-        "expected_copy_fraction": metrics.expected_copy_fraction(truth, observed),
-        "unique_fraction": metrics.unique_fraction(generated),
-        "mean_hamming": metrics.mean_hamming_distance(generated),
-        "energy_var_generated": jnp.var(energy(truth, generated)),
-        "energy_var_observed": jnp.var(energy(truth, observed)),
-        "energy_var_exact": _exact_energy_var(truth),
-    } | {
-        f"generated_{k}": v
-        for k, v in metrics.moment_errors(metrics.sample_moments(generated), exact_moments).items()
-    }
+def _checkpoint_checks(config):
+    """jit(vmap over seeds): the criterion's and the generator checks' measurements of one
+    checkpoint's generated spins [K, n] (the criterion on the first
+    criterion.num_samples, the checks on the first generator.check_samples)."""
+
+    def one_seed(generated, observed, truth, inferred):
+        x = generated[: config.criterion.num_samples]
+        e_gen, e_obs = energy(inferred, x), energy(inferred, observed)
+        y = generated[: config.generator.check_samples]
+        return {
+            "var_gen_inferred": jnp.var(e_gen),
+            "var_obs_inferred": jnp.var(e_obs),
+            "var_gen_se": criterion.variance_se(e_gen),
+            "var_obs_se": criterion.variance_se(e_obs),
+            "var_gen_true": jnp.var(energy(truth, x)),
+            "var_obs_true": jnp.var(energy(truth, observed)),
+            "kl_generated": exact.kl_divergence(y, truth),
+            "cross_entropy": -jnp.mean(exact.log_prob(truth, y)),
+            "entropy_true": -jnp.sum(
+                jnp.exp(exact.all_log_probs(truth)) * exact.all_log_probs(truth)
+            ),
+            "copy_fraction": metrics.copy_fraction(y, observed),
+            "expected_copy_fraction": metrics.expected_copy_fraction(truth, observed),
+            "unique_fraction": metrics.unique_fraction(y),
+        }
+
+    return jax.jit(jax.vmap(one_seed))
 
 
-_generator_checks_seeds = jax.jit(jax.vmap(_generator_checks))
+def _records_of(workdir, kind, meta):
+    return [
+        r
+        for r in io.read_jsonl(workdir / "metrics.jsonl")
+        if r.get("kind") == kind and all(r.get(k) == v for k, v in meta.items())
+    ]
 
 
-def _exact_energy_var(truth):
-    n = truth.b.shape[0]
-    p = jnp.exp(exact.all_log_probs(truth))
-    e = energy(truth, exact.index_to_spins(jnp.arange(2**n, dtype=jnp.int32), n))
-    mean = p @ e
-    return p @ (e - mean) ** 2
+def _full_generator(config, gen, stage, workdir, root, beta, m, truth, observed):
+    """The generator trained on all observed spins: (checkpoint steps [C], spins
+    [S, C, K, n] float32 generated at every checkpoint, the energy-variance criterion's
+    step per seed [S], non-finite counts [S, C]); spins cached in generated/, checks in
+    metrics.jsonl ({"kind": "checkpoint"})."""
+    meta = {"beta": beta, "num_samples": m, "generator": gen.name}
+    path = generated_path(workdir, beta, m, gen.name)
+    num_seeds = observed.shape[0]
+    if path.exists():
+        cached = np.load(path)
+        steps, spins, nonfinite = cached["steps"].tolist(), cached["spins"], cached["nonfinite"]
+    else:
+        params_at, steps = gen.train(
+            workdir,
+            path.stem,
+            {"beta": beta, "num_samples": m},
+            _seed_keys(root, num_seeds, "diffusion", m, 0),
+            observed,
+            jnp.ones(observed.shape[:2]),
+        )
+        have = {(r["step"], r["seed"]) for r in _records_of(workdir, "checkpoint", meta)}
+        inferred = stage.infer_observed(observed)
+        per_step, nonfinite = [], []
+        for step in steps:
+            keys = _seed_keys(root, num_seeds, "generate", m, step)
+            raw = gen.generate_raw_seeds(params_at(step), keys, _num_generated(config, m))
+            nonfinite.append(np.asarray(jnp.sum(~jnp.isfinite(raw), axis=(1, 2))))
+            x = sampling.threshold(raw)
+            per_step.append(np.asarray(x, np.int8))
+            if any((step, i) not in have for i in range(num_seeds)):
+                out = jax.device_get(stage.checks(x, observed, truth, inferred))
+                for i in range(num_seeds):
+                    record = {"kind": "checkpoint"} | meta | {"step": step, "seed": i}
+                    record |= {"num_nonfinite": int(nonfinite[-1][i])}
+                    io.append_jsonl(
+                        workdir / "metrics.jsonl",
+                        record | {k: float(v[i]) for k, v in out.items()},
+                    )
+        spins, nonfinite = np.stack(per_step, axis=1), np.stack(nonfinite, axis=1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, spins=spins, steps=np.asarray(steps), nonfinite=nonfinite)
+    _check_nonfinite(config, nonfinite, f"{gen.name} at beta={beta:g}, M={m}")
+    rows = {(r["step"], r["seed"]): r for r in _records_of(workdir, "checkpoint", meta)}
+    ev_steps = []
+    for i in range(num_seeds):
+        mine = [rows[(s, i)] for s in steps]
+        se = [math.hypot(r["var_gen_se"], r["var_obs_se"]) for r in mine]
+        var_gen = [r["var_gen_inferred"] for r in mine]
+        var_obs = mine[0]["var_obs_inferred"]
+        ev_steps.append(criterion.select(steps, var_gen, var_obs, se, tol=config.criterion.tol_se))
+    return steps, spins.astype(np.float32), np.asarray(ev_steps), nonfinite
+
+
+def _fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
+    """The held-out rule's scores: {method: [S, C, 1 + R] mean over folds of the held-out
+    pseudo-log-likelihood at every checkpoint and K in (0,) + ratios * M_fit}, from one
+    generator per (seed, fold) trained on the other folds; records {"kind": "heldout"}
+    (scores) and {"kind": "fold_check"} (data-copying test, held-out log-likelihood) in
+    metrics.jsonl."""
+    num_seeds, folds = observed.shape[0], config.selection.num_folds
+    meta = {"beta": beta, "num_samples": m, "generator": gen.name}
+    split = jax.vmap(lambda k: selection.fold_masks(k, m, folds))(
+        _seed_keys(root, num_seeds, "split", m)
+    )  # [S, F, M] held-out masks
+    held = split.transpose(1, 0, 2).reshape(folds * num_seeds, m)  # row f * S + s
+    data = jnp.tile(observed, (folds, 1, 1))
+    have = {(r["method"], r["step"]) for r in _records_of(workdir, "heldout", meta)}
+    steps = list(range(gen.checkpoint_every, gen.train_steps + 1, gen.checkpoint_every))
+    if any((method, step) not in have for method in methods for step in steps):
+        keys = jnp.concatenate(
+            [_seed_keys(root, num_seeds, "diffusion", m, 1 + f) for f in range(folds)]
+        )
+        params_at, steps = gen.train(
+            workdir,
+            f"{generated_path(workdir, beta, m, gen.name).stem}_folds",
+            {"beta": beta, "num_samples": m, "folds": folds},
+            keys,
+            data,
+            1.0 - held,
+        )
+        m_fit = m - m // folds  # the smallest training part (folds differ by at most one)
+        k_fold = max(config.augment.ratios) * m_fit
+        checked = {r["step"] for r in _records_of(workdir, "fold_check", meta)}
+        for step in steps:
+            missing = [x for x in methods if (x, step) not in have]
+            if not missing and step in checked:
+                continue
+            keys = jnp.concatenate(
+                [_seed_keys(root, num_seeds, "generate", m, step, 1 + f) for f in range(folds)]
+            )
+            params = params_at(step)
+            raw = gen.generate_raw_seeds(params, keys, k_fold)
+            _check_nonfinite(
+                config,
+                jnp.sum(~jnp.isfinite(raw), axis=(1, 2)),
+                f"{gen.name} (fold generators) at beta={beta:g}, M={m}",
+            )
+            x = sampling.threshold(raw)
+            for method in missing:
+                scores = np.asarray(stage.scores(method, m_fit)(data, held, x))  # [F*S, 1+R]
+                for f in range(folds):
+                    for i in range(num_seeds):
+                        record = {"kind": "heldout"} | meta | {"method": method, "step": step}
+                        record |= {"seed": i, "fold": f}
+                        record["scores"] = scores[f * num_seeds + i].tolist()
+                        io.append_jsonl(workdir / "metrics.jsonl", record)
+            if step not in checked:
+                _fold_checks(gen, workdir, meta, step, params, data, held, x, root, folds)
+    out = {}
+    rows = _records_of(workdir, "heldout", meta)
+    for method in methods:
+        table = np.full((num_seeds, len(steps), folds, 1 + len(config.augment.ratios)), np.nan)
+        for r in rows:
+            if r["method"] == method and r["step"] in steps:
+                table[r["seed"], steps.index(r["step"]), r["fold"]] = r["scores"]
+        out[method] = table.mean(axis=2)
+    return steps, out
+
+
+def _fold_checks(gen, workdir, meta, step, params, data, held, generated, root, folds):
+    """Per (seed, fold): the data-copying test of the fold generator's spins against its
+    held-out fold, and the held-out fold's mean log-likelihood under the fold generator
+    (where it has one: exact for the MADE, the ELBO's lower bound for masked diffusion)."""
+    num_rows = data.shape[0]
+    loglik = None
+    if gen.log_likelihood_seeds is not None:
+        keys = jax.random.split(jax.random.fold_in(_keys(root, 0)["criterion"], step), num_rows)
+        loglik = np.asarray(gen.log_likelihood_seeds(params, keys, data))  # [F*S, M]
+    data, held, generated = np.asarray(data), np.asarray(held), np.asarray(generated)
+    for row in range(num_rows):
+        mask = held[row] > 0
+        test = selection.data_copying_test(generated[row], data[row][~mask], data[row][mask])
+        record = {"kind": "fold_check"} | meta | {"step": step}
+        record |= {"seed": row % (num_rows // folds), "fold": row // (num_rows // folds)}
+        record |= {"copying_" + k: v for k, v in test.items()}
+        if loglik is not None:
+            record["heldout_loglik"] = float(loglik[row][mask].mean())
+        io.append_jsonl(workdir / "metrics.jsonl", record)
+
+
+class Stages:
+    """The jitted functions of a run, built once and shared by blocks of equal shapes."""
+
+    def __init__(self, config):
+        self.config, self._cache = config, {}
+        self.infer_observed = jax.jit(
+            jax.vmap(diffusion_stage.fit_fn(config, config.criterion.method))
+        )
+        self.checks = _checkpoint_checks(config)
+
+    def _get(self, key, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def scores(self, method, m_fit):
+        """jit(vmap over rows): (observed [M, n], held-out mask [M], generated [K, n]) ->
+        held-out scores [1 + R] at K in (0,) + ratios * m_fit."""
+        sizes = [0] + [r * m_fit for r in self.config.augment.ratios]
+        fit = diffusion_stage.fit_fn(self.config, method)
+
+        def build():
+            one = partial(selection.heldout_scores, fit, sizes=sizes)
+            return jax.jit(jax.vmap(lambda x, h, g: one(x, h, g)))
+
+        return self._get(("scores", method, m_fit), build)
+
+    def base(self, method, m):
+        return self._get(("base", method, m), lambda: make_base_fn(self.config, method, m))
+
+    def grid(self, method, m):
+        return self._get(("grid", method, m), lambda: make_grid_fn(self.config, method, m))
 
 
 def tuned_l2(config, observed, key, extra=None):
@@ -253,32 +451,39 @@ def tuned_l2(config, observed, key, extra=None):
     return est, best, info["converged"] & jnp.all(grid_converged)
 
 
-def make_stage_fn(config, method: str, m: int):
-    """jit(vmap over seeds): fn({'seed', 'generated'}, root, beta) -> errors of every arm."""
+def _ratio_masks(config, m):
+    """Weights [R, M + K_max] of observed + the first ratio * M extra spins."""
     ratios = jnp.asarray(config.augment.ratios)
     k_max = max(config.augment.ratios) * m
+    extra = jnp.arange(k_max)[None, :] < ratios[:, None] * m
+    return jnp.concatenate([jnp.ones((len(ratios), m), bool), extra], axis=1).astype(jnp.float32)
+
+
+def _fit_all(fit, data, masks):
+    """Fits of data [A, N, n] under every mask [R, N], one after another (lax.map: vmapped,
+    every L-BFGS lane would wait for the slowest fit's iterations) -> leaves [A, R, ...]."""
+    num_a, num_r = data.shape[0], masks.shape[0]
+    pairs = jnp.stack(jnp.meshgrid(jnp.arange(num_a), jnp.arange(num_r), indexing="ij"))
+    flat = lax.map(lambda ak: fit(data[ak[0]], masks[ak[1]]), pairs.reshape(2, -1).T)
+    return jax.tree.map(lambda x: x.reshape(num_a, num_r, *x.shape[1:]), flat)
+
+
+def make_base_fn(config, method: str, m: int):
+    """jit(vmap over seeds): fn(seed, root, beta) -> the arms without a generator."""
+    k_max = max(config.augment.ratios) * m
     fit = diffusion_stage.fit_with_converged_fn(config, method)
-    masks = jnp.concatenate(
-        [jnp.ones((len(ratios), m)), (jnp.arange(k_max)[None, :] < ratios[:, None] * m)], axis=1
-    ).astype(jnp.float32)
+    masks = _ratio_masks(config, m)
     rows, cols = jnp.triu_indices(config.model.n, k=1)
 
-    def one_seed(inputs, root, beta):
-        truth, observed, oracle = truth_and_data(config, inputs["seed"], root, beta, m)
-        keys = _keys(root, inputs["seed"])
+    def one_seed(seed, root, beta):
+        truth, observed, oracle = truth_and_data(config, seed, root, beta, m)
+        keys = _keys(root, seed)
         est_observed, conv_observed = fit(observed)
         boot = exact.sample(jax.random.fold_in(keys["boot"], m), est_observed, k_max)
-        extra = jnp.stack([inputs["generated"], boot, oracle])  # [arms, K_max, n]
-        data = jnp.concatenate([jnp.broadcast_to(observed, (3, *observed.shape)), extra], axis=1)
-        # The arm x ratio fits run one after another (lax.map): vmapped, every L-BFGS
-        # lane would wait for the slowest fit's iterations.
-        pairs = jnp.stack(jnp.meshgrid(jnp.arange(3), jnp.arange(len(ratios)), indexing="ij"))
-        flat = lax.map(lambda ak: fit(data[ak[0]], masks[ak[1]]), pairs.reshape(2, -1).T)
-        estimates, conv_extra = jax.tree.map(
-            lambda x: x.reshape(3, len(ratios), *x.shape[1:]), flat
-        )
-        # a bootstrap cell also rests on the observed fit it samples from
-        conv_extra = conv_extra.at[1].set(conv_extra[1] & conv_observed)
+        extra = jnp.stack([boot, oracle])  # [arms, K_max, n]
+        data = jnp.concatenate([jnp.broadcast_to(observed, (2, *observed.shape)), extra], axis=1)
+        estimates, conv_extra = _fit_all(fit, data, masks)
+        conv_extra = conv_extra.at[0].set(conv_extra[0] & conv_observed)  # bootstrap rests on it
         errors = partial(metrics.param_mse, truth=truth)
         out = {
             "observed": errors(est_observed),
@@ -290,50 +495,176 @@ def make_stage_fn(config, method: str, m: int):
             "w_extra": estimates.w[:, :, rows, cols],
         }
         if method == "plm":
-            for arm, extra in (("l2", None), ("diffusion_l2", inputs["generated"])):
-                est, best, conv = tuned_l2(config, observed, keys["split"], extra)
-                out |= {
-                    arm: errors(est),
-                    f"converged_{arm}": conv,
-                    f"l2_per_sample_{arm}": best,
-                    f"w_{arm}": est.w[rows, cols],
-                }
+            est, best, conv = tuned_l2(config, observed, keys["split"])
+            out |= {"l2": errors(est), "converged_l2": conv, "l2_per_sample_l2": best}
+            out["w_l2"] = est.w[rows, cols]
         return out
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
 
 
-def _records(out, beta, m, method, config, nonfinite):
-    cells = [("observed", 0, out["observed"], out["w_observed"], out["converged_observed"])]
-    for a, arm in enumerate(EXTRA_ARMS):
-        for k, ratio in enumerate(config.augment.ratios):
-            mse = {part: v[:, a, k] for part, v in out["extra"].items()}
-            conv = out["converged_extra"][:, a, k]
-            cells.append((arm, ratio, mse, out["w_extra"][:, a, k], conv))
-    for arm in TUNED_ARMS:
-        if arm in out:
-            ratio = max(config.augment.ratios) if arm == "diffusion_l2" else 0
-            cells.append((arm, ratio, out[arm], out[f"w_{arm}"], out[f"converged_{arm}"]))
+def make_grid_fn(config, method: str, m: int):
+    """jit(vmap over seeds): fn({'seed', 'generated' [C, K_max, n], 'ev_generated'
+    [K_max, n]}, root, beta) -> the grid's errors [C, R] (and for plm the generated_l2
+    arm on the energy-variance checkpoint's spins)."""
+    fit = diffusion_stage.fit_with_converged_fn(config, method)
+    masks = _ratio_masks(config, m)
+    rows, cols = jnp.triu_indices(config.model.n, k=1)
+
+    def one_seed(inputs, root, beta):
+        truth, observed, _ = truth_and_data(config, inputs["seed"], root, beta, m)
+        generated = inputs["generated"]
+        data = jnp.concatenate(
+            [jnp.broadcast_to(observed, (generated.shape[0], *observed.shape)), generated], axis=1
+        )
+        estimates, converged = _fit_all(fit, data, masks)
+        errors = partial(metrics.param_mse, truth=truth)
+        out = {
+            "grid": jax.vmap(jax.vmap(errors))(estimates),
+            "converged_grid": converged,
+            "w_grid": estimates.w[:, :, rows, cols],
+        }
+        if method == "plm":
+            key = _keys(root, inputs["seed"])["split"]
+            est, best, conv = tuned_l2(config, observed, key, inputs["ev_generated"])
+            out |= {"generated_l2": errors(est), "converged_generated_l2": conv}
+            out |= {"l2_per_sample_generated_l2": best, "w_generated_l2": est.w[rows, cols]}
+        return out
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
+
+
+def _record(beta, m, method, generator, arm, ratio, step, seed, mse, converged, **fields):
+    record = {
+        "beta": float(beta),
+        "num_samples": m,
+        "method": method,
+        "generator": generator,
+        "arm": arm,
+        "ratio": int(ratio),
+        "step": int(step),
+        "seed": seed,
+    }
+    record |= {f"mse_{part}": float(mse[part]) for part in ("all", "w", "b")}
+    return record | {"converged": bool(converged)} | fields
+
+
+def _pick(tree, *index):
+    return {k: v[index] for k, v in tree.items()}
+
+
+def _base_records(out, beta, m, method, config):
+    ratios = config.augment.ratios
     for seed in range(config.num_seeds):
-        for arm, ratio, mse, w_est, conv in cells:
-            record = {
-                "beta": float(beta),
-                "num_samples": m,
-                "method": method,
-                "arm": arm,
-                "ratio": ratio,
-                "seed": seed,
-            }
-            record |= {f"mse_{part}": float(mse[part][seed]) for part in ("all", "w", "b")}
-            record["converged"] = bool(conv[seed])
-            if arm in TUNED_ARMS:
-                record["l2_per_sample"] = float(out[f"l2_per_sample_{arm}"][seed])
-            if arm.startswith("diffusion"):
-                record["num_nonfinite"] = int(nonfinite[seed])
-            if seed == 0:  # the scatter figure needs one seed's couplings
-                record["w_est"] = np.asarray(w_est[seed]).tolist()
-                record["w_true"] = np.asarray(out["w_true"][seed]).tolist()
-            yield record
+        w = {"w_true": np.asarray(out["w_true"][seed]).tolist()} if seed == 0 else {}
+        cells = [("observed", 0, out["observed"], out["converged_observed"], out["w_observed"])]
+        for a, arm in enumerate(augment_summary.BASE_EXTRA_ARMS):
+            for k, ratio in enumerate(ratios):
+                mse = jax.tree.map(lambda v, a=a, k=k: v[:, a, k], out["extra"])
+                conv, w_est = out["converged_extra"][:, a, k], out["w_extra"][:, a, k]
+                cells.append((arm, ratio, mse, conv, w_est))
+        if "l2" in out:
+            cells.append(("l2", 0, out["l2"], out["converged_l2"], out["w_l2"]))
+        for arm, ratio, mse, conv, w_est in cells:
+            fields = dict(w)
+            if arm == "l2":
+                fields["l2_per_sample"] = float(out["l2_per_sample_l2"][seed])
+            if seed == 0:
+                fields["w_est"] = np.asarray(w_est[seed]).tolist()
+            yield _record(
+                beta, m, method, "", arm, ratio, 0, seed, _pick(mse, seed), conv[seed], **fields
+            )
+
+
+def _grid_records(out, beta, m, method, gen_name, steps, choices, observed, config, nonfinite):
+    """The grid's records and those of the rules picked from it. choices: rule ->
+    [(step, ratio)] per seed (ratio 0 = observed only, whose record is observed[seed])."""
+    ratios = list(config.augment.ratios)
+    for seed in range(config.num_seeds):
+        cell = {}  # (step, ratio) -> (mse, converged, w_est)
+        for c, step in enumerate(steps):
+            for k, ratio in enumerate(ratios):
+                mse = {p: out["grid"][p][seed, c, k] for p in ("all", "w", "b")}
+                w_est = out["w_grid"][seed, c, k]
+                cell[step, ratio] = mse, out["converged_grid"][seed, c, k], w_est
+                fields = {"num_nonfinite": int(nonfinite[seed, c])}
+                yield _record(
+                    beta,
+                    m,
+                    method,
+                    gen_name,
+                    "grid",
+                    ratio,
+                    step,
+                    seed,
+                    mse,
+                    cell[step, ratio][1],
+                    **fields,
+                )
+        base = observed[seed]
+        cell[0, 0] = (
+            {p: base[f"mse_{p}"] for p in ("all", "w", "b")},
+            base["converged"],
+            None,
+        )
+        for rule, picks in choices.items():
+            if rule == "energy_variance":
+                rule_cells = [(rule, ratio, picks[seed][0], ratio) for ratio in ratios]
+            else:
+                rule_cells = [(rule, 0, *picks[seed])]
+            for arm, ratio, step, chosen_ratio in rule_cells:
+                key = (step, chosen_ratio) if chosen_ratio else (0, 0)
+                mse, conv, w_est = cell[key]
+                fields = {"chosen_step": int(step) if chosen_ratio else 0}
+                fields["chosen_ratio"] = int(chosen_ratio)
+                if chosen_ratio:
+                    fields["num_nonfinite"] = int(nonfinite[seed, steps.index(step)])
+                if seed == 0 and w_est is not None:
+                    fields["w_est"] = np.asarray(w_est).tolist()
+                yield _record(beta, m, method, gen_name, arm, ratio, 0, seed, mse, conv, **fields)
+        if "generated_l2" in out:
+            mse = _pick(out["generated_l2"], seed)
+            fields = {"l2_per_sample": float(out["l2_per_sample_generated_l2"][seed])}
+            fields["chosen_step"] = int(choices["energy_variance"][seed][0])
+            fields["num_nonfinite"] = int(nonfinite[seed, steps.index(fields["chosen_step"])])
+            if seed == 0:
+                fields["w_est"] = np.asarray(out["w_generated_l2"][seed]).tolist()
+            yield _record(
+                beta,
+                m,
+                method,
+                gen_name,
+                "generated_l2",
+                max(ratios),
+                0,
+                seed,
+                mse,
+                out["converged_generated_l2"][seed],
+                **fields,
+            )
+
+
+def _hindsight(out, steps, observed, config):
+    """Per seed, the (step, ratio) of the grid or observed-only (0, 0) with the lowest MSE."""
+    ratios, picks = list(config.augment.ratios), []
+    for seed in range(config.num_seeds):
+        grid = out["grid"]["all"][seed]  # [C, R]
+        c, k = np.unravel_index(np.argmin(grid), grid.shape)
+        if observed[seed]["mse_all"] <= grid[c, k]:
+            picks.append((0, 0))
+        else:
+            picks.append((steps[c], ratios[k]))
+    return picks
+
+
+def _heldout_picks(scores, steps, config):
+    """Per seed, the held-out rule's (step, ratio) from scores [S, C, 1 + R]."""
+    sizes = [0] + list(config.augment.ratios)
+    picks = []
+    for seed in range(config.num_seeds):
+        c, ratio = selection.choose(scores[seed], sizes)
+        picks.append((steps[c] if ratio else 0, ratio))
+    return picks
 
 
 def run(config, workdir) -> list[dict]:
@@ -342,60 +673,104 @@ def run(config, workdir) -> list[dict]:
     workdir, results_path = common.prepare_workdir(config, workdir, RESUMABLE)
     done = sweeps.finished(results_path, COORDS)
     root = jax.random.key(config.seed)
-    diffusion, stages = diffusion_stage.Diffusion(config), {}
+    stages = Stages(config)
+    gens = {name: generator_stage.Generator(name, config) for name in config.generator.names}
     seeds, start = np.arange(config.num_seeds), time.time()
-    todo = [
-        (beta, m, method)
+    blocks = [
+        (beta, m)
         for beta in (float(b) for b in config.model.betas)
         for m in config.sweep.sample_sizes
-        for method in config.inference.methods
-        if not {c for c in augment_summary.cells(config, beta, m) if c[2] == method} <= done
+        if not set(augment_summary.cells(config, beta, m)) <= done
     ]
-    progress = runtime.Progress("augment: (beta, M, method) cells", len(todo))
-    for beta in (float(b) for b in config.model.betas):
-        for m in config.sweep.sample_sizes:
-            cells = set(augment_summary.cells(config, beta, m))
-            if cells <= done:
+    progress = runtime.Progress("augment: (beta, M) blocks", len(blocks))
+    for beta, m in blocks:
+        cells = set(augment_summary.cells(config, beta, m))
+        setup = jax.jit(
+            jax.vmap(lambda s, m=m, beta=beta: truth_and_data(config, s, root, beta, m))
+        )
+        truth, observed, _ = setup(jnp.asarray(seeds))
+        for method in config.inference.methods:
+            if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
+                out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
+                records = _base_records(out, beta, m, method, config)
+                sweeps.append_cells(results_path, records, done, COORDS)
+        observed_of = {
+            (r["method"], r["seed"]): r
+            for r in io.read_jsonl(results_path)
+            if (r["beta"], r["num_samples"], r["arm"]) == (beta, m, "observed")
+        }
+        for name, gen in gens.items():
+            todo = [
+                x
+                for x in config.inference.methods
+                if not {c for c in cells if c[2] == x and c[3] == name} <= done
+            ]
+            if not todo:
                 continue
-            setup = jax.jit(
-                jax.vmap(lambda s, m=m, beta=beta: truth_and_data(config, s, root, beta, m))
+            steps, spins, ev_steps, nonfinite = _full_generator(
+                config, gen, stages, workdir, root, beta, m, truth, observed
             )
-            truth, observed, _ = setup(jnp.asarray(seeds))
-            generated, nonfinite = _generated(
-                config, diffusion, workdir, root, beta, m, truth, observed
-            )
-            for method in config.inference.methods:
-                if {c for c in cells if c[2] == method} <= done:
-                    continue
-                if (method, m) not in stages:  # one compile per (method, M), shared by betas
-                    stages[method, m] = make_stage_fn(config, method, m)
-                stage = stages[method, m]
-                inputs = {"seed": seeds.astype(np.int32), "generated": generated}
-                out = sweeps.run_over_seeds(stage, inputs, root, beta)
-                sweeps.append_cells(
-                    results_path,
-                    _records(out, beta, m, method, config, nonfinite),
-                    done,
-                    COORDS,
+            choices = {"energy_variance": [(s, 0) for s in ev_steps]}
+            if "heldout" in config.selection.rules:
+                _, scores = _fold_scores(
+                    config, gen, stages, workdir, root, beta, m, observed, todo
                 )
-                progress.step(f"beta={beta:g} M={m} {method}")
+            k_max = max(config.augment.ratios) * m
+            ev_generated = spins[np.arange(len(seeds)), [steps.index(s) for s in ev_steps], :k_max]
+            for method in todo:
+                inputs = {"seed": seeds.astype(np.int32), "generated": spins[:, :, :k_max]}
+                inputs["ev_generated"] = ev_generated
+                out = sweeps.run_over_seeds(stages.grid(method, m), inputs, root, beta)
+                observed_records = [observed_of[method, s] for s in seeds]
+                rule_picks = dict(choices)
+                if "heldout" in config.selection.rules:
+                    rule_picks["heldout"] = _heldout_picks(scores[method], steps, config)
+                rule_picks["hindsight"] = _hindsight(out, steps, observed_records, config)
+                records = _grid_records(
+                    out,
+                    beta,
+                    m,
+                    method,
+                    name,
+                    steps,
+                    rule_picks,
+                    observed_records,
+                    config,
+                    nonfinite,
+                )
+                sweeps.append_cells(results_path, records, done, COORDS)
+        progress.step(f"beta={beta:g} M={m}")
     records = io.read_jsonl(results_path)
     arrays = augment_summary.write_npz(workdir / "results.npz", records, config)
-    sections = augment_summary.summary_sections(arrays)
+    checks = io.read_jsonl(workdir / "metrics.jsonl")
+    sections = augment_summary.summary_sections(arrays, checks, config)
     common.write_summary(workdir, "augment", sections, config, time.time() - start)
     logging.info("augment: MSE (all parameters), mean ± s.e. over seeds\n%s", sections[0][1])
-    progress = io.read_jsonl(workdir / "metrics.jsonl")
-    out = workdir / "figures"
-    figures.plot_mse_vs_m(out / "mse_vs_m.png", arrays, config)
-    figures.plot_training(out / "training.png", progress, config)
-    figures.plot_scatter(out / "scatter.png", records, config)
-    m = min(config.sweep.sample_sizes)
-    seed0 = {}  # beta -> (truth, observed, generated) of seed 0 at the smallest M
-    for beta in (float(b) for b in config.model.betas):
-        if generated_path(workdir, beta, m).exists():
-            truth, observed, _ = truth_and_data(config, 0, root, beta, m)
-            generated = np.load(generated_path(workdir, beta, m))["spins"][0]
-            seed0[beta] = truth, observed, generated.astype(np.float32)
-    figures.plot_energy_histograms(out / "energy_histograms.png", seed0, m)
+    seed0 = _seed0(workdir, records, config, root)
+    figures.plot_all(workdir / "figures", arrays, records, checks, config, seed0)
     logging.info("augment: done in %.1fs; outputs in %s", time.time() - start, workdir)
     return records
+
+
+def _seed0(workdir, records, config, root):
+    """beta -> (truth, observed, {generator: spins at its energy-variance checkpoint}) of
+    seed 0 at the smallest M, for the energy histograms."""
+    m, out = min(config.sweep.sample_sizes), {}
+    for beta in (float(b) for b in config.model.betas):
+        generated = {}
+        for gen in config.generator.names:
+            path = generated_path(workdir, beta, m, gen)
+            step = [
+                r["chosen_step"]
+                for r in records
+                if (r["beta"], r["num_samples"], r["generator"], r["arm"], r["seed"])
+                == (beta, m, gen, "energy_variance", 0)
+            ]
+            if path.exists() and step:
+                cached = np.load(path)
+                c = cached["steps"].tolist().index(step[0])
+                generated[gen] = cached["spins"][0, c, : max(config.augment.ratios) * m]
+        if generated:
+            truth, observed, _ = truth_and_data(config, 0, root, beta, m)
+            out[beta] = truth, observed, {g: x.astype(np.float32) for g, x in generated.items()}
+    return out

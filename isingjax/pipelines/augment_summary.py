@@ -7,10 +7,17 @@ import numpy as np
 from isingjax import inference, sweeps
 from isingjax.pipelines import common
 
-COORDS = ("beta", "num_samples", "method", "arm", "ratio", "seed")
-EXTRA_ARMS = ("diffusion", "bootstrap", "oracle")  # observed + K extra spins
-TUNED_ARMS = ("l2", "diffusion_l2")  # plm only: the penalty tuned on held-out observed spins
-LABELS = {"l2": "tuned L2 (plm)", "diffusion_l2": "diffusion K={r}M + tuned L2 (plm)"}
+COORDS = ("beta", "num_samples", "method", "generator", "arm", "ratio", "step", "seed")
+BASE_EXTRA_ARMS = ("bootstrap", "oracle")  # observed + K extra spins, no generator
+FIELDS = ("mse_all", "mse_w", "mse_b", "converged", "num_nonfinite")
+RULE_FIELDS = ("chosen_step", "chosen_ratio")
+LABELS = {
+    "l2": "tuned L2 (plm)",
+    "generated_l2": "+ tuned L2 (plm)",
+    "heldout": "held-out rule",
+    "hindsight": "hindsight best",
+    "energy_variance": "energy variance K={r}M",
+}
 
 
 def label(arm, ratio) -> str:
@@ -19,56 +26,122 @@ def label(arm, ratio) -> str:
     return f"{arm} K={ratio}M" if ratio else arm
 
 
-def columns(config) -> list[tuple[str, int]]:
-    """(arm, ratio) of every column of the result arrays."""
+def steps_of(config, generator) -> list[int]:
+    section = config[{"ddpm": "diffusion"}.get(generator, generator)]
+    return list(range(section.checkpoint_every, section.train_steps + 1, section.checkpoint_every))
+
+
+def base_columns(config) -> list[tuple[str, int]]:
     ratios = list(config.augment.ratios)
-    return (
-        [("observed", 0)]
-        + [(a, r) for a in EXTRA_ARMS for r in ratios]
-        + [("l2", 0), ("diffusion_l2", max(ratios))]
-    )
+    return [("observed", 0)] + [(a, r) for a in BASE_EXTRA_ARMS for r in ratios] + [("l2", 0)]
+
+
+def rule_columns(config) -> list[tuple[str, int]]:
+    ratios = list(config.augment.ratios)
+    cols = [("energy_variance", r) for r in ratios]
+    if "heldout" in config.selection.rules:
+        cols.append(("heldout", 0))
+    return cols + [("hindsight", 0), ("generated_l2", max(ratios))]
 
 
 def cells(config, beta, m):
     """The result coordinates of block (beta, M)."""
+    seeds = range(config.num_seeds)
     for method in config.inference.methods:
-        for arm, ratio in columns(config):
-            if arm not in TUNED_ARMS or method == "plm":
-                for seed in range(config.num_seeds):
-                    yield (beta, m, method, arm, ratio, seed)
-
-
-FIELDS = ("mse_all", "mse_w", "mse_b", "converged", "num_nonfinite")
+        for arm, ratio in base_columns(config):
+            if arm != "l2" or method == "plm":
+                yield from ((beta, m, method, "", arm, ratio, 0, s) for s in seeds)
+        for gen in config.generator.names:
+            for step in steps_of(config, gen):
+                for ratio in config.augment.ratios:
+                    yield from ((beta, m, method, gen, "grid", ratio, step, s) for s in seeds)
+            for arm, ratio in rule_columns(config):
+                if arm != "generated_l2" or method == "plm":
+                    yield from ((beta, m, method, gen, arm, ratio, 0, s) for s in seeds)
 
 
 def write_npz(path, records, config) -> dict:
-    """results.npz: FIELDS [beta, M, method, column, seed] (NaN where absent) + the axes.
+    """results.npz: FIELDS [beta, M, method, column, seed] of the arms without a generator,
+    gen_<FIELDS and RULE_FIELDS> [beta, M, method, generator, column, seed] of the rules,
+    grid_mse_all [beta, M, method, generator, checkpoint, ratio, seed] (NaN where absent)
+    + the axes (grid_steps [generator, checkpoint], 0 past a generator's last).
 
     The axes are those of the config joined with those of the records, so a run resumed
-    with a narrower selection (say methods=('plm',)) still summarizes every finished
-    cell of the workdir."""
+    with a narrower selection still summarizes every finished cell of the workdir."""
     betas = sorted({float(b) for b in config.model.betas} | {r["beta"] for r in records})
     sizes = sorted(set(config.sweep.sample_sizes) | {r["num_samples"] for r in records})
     known = set(config.inference.methods) | {r["method"] for r in records}
     methods = [m for m in inference.METHODS if m in known]
-    cols = columns(config)
-    shape = (len(betas), len(sizes), len(methods), len(cols), config.num_seeds)
-    arrays = {name: np.full(shape, np.nan) for name in FIELDS}
-    index = {
-        (b, m, meth, arm, r, s): (i, j, k, c, s)
+    gens = list(config.generator.names)
+    gens += sorted({r["generator"] for r in records} - set(gens) - {""})
+    base, rules = base_columns(config), rule_columns(config)
+    ratios, seeds = list(config.augment.ratios), range(config.num_seeds)
+    steps = {
+        g: sorted({r["step"] for r in records if r["generator"] == g and r["step"]}) for g in gens
+    }
+    c_max = max([len(v) for v in steps.values()] + [1])
+    head = (len(betas), len(sizes), len(methods))
+    arrays = {name: np.full((*head, len(base), config.num_seeds), np.nan) for name in FIELDS}
+    gen_arrays = {
+        name: np.full((*head, len(gens), len(rules), config.num_seeds), np.nan)
+        for name in FIELDS + RULE_FIELDS
+    }
+    grid = {"mse_all": np.full((*head, len(gens), c_max, len(ratios), config.num_seeds), np.nan)}
+    at = [
+        (i, b, j, m, k, x)
         for i, b in enumerate(betas)
         for j, m in enumerate(sizes)
-        for k, meth in enumerate(methods)
-        for c, (arm, r) in enumerate(cols)
-        for s in range(config.num_seeds)
-    }
-    sweeps.fill_cells(arrays, index, records, COORDS)
+        for k, x in enumerate(methods)
+    ]
+    sweeps.fill_cells(
+        arrays,
+        {
+            (b, m, x, "", a, r, 0, s): (i, j, k, c, s)
+            for i, b, j, m, k, x in at
+            for c, (a, r) in enumerate(base)
+            for s in seeds
+        },
+        records,
+        COORDS,
+    )
+    sweeps.fill_cells(
+        gen_arrays,
+        {
+            (b, m, x, g, a, r, 0, s): (i, j, k, h, c, s)
+            for i, b, j, m, k, x in at
+            for h, g in enumerate(gens)
+            for c, (a, r) in enumerate(rules)
+            for s in seeds
+        },
+        records,
+        COORDS,
+    )
+    sweeps.fill_cells(
+        grid,
+        {
+            (b, m, x, g, "grid", r, st, s): (i, j, k, h, c, q, s)
+            for i, b, j, m, k, x in at
+            for h, g in enumerate(gens)
+            for c, st in enumerate(steps[g])
+            for q, r in enumerate(ratios)
+            for s in seeds
+        },
+        records,
+        COORDS,
+    )
+    arrays |= {f"gen_{k}": v for k, v in gen_arrays.items()}
+    arrays["grid_mse_all"] = grid["mse_all"]
     arrays |= {
         "betas": np.asarray(betas),
         "sample_sizes": np.asarray(sizes),
         "methods": np.asarray(methods),
-        "arms": np.asarray([a for a, _ in cols]),
-        "ratios": np.asarray([r for _, r in cols]),
+        "generators": np.asarray(gens),
+        "arms": np.asarray([a for a, _ in base]),
+        "ratios": np.asarray([r for _, r in base]),
+        "rule_arms": np.asarray([a for a, _ in rules]),
+        "rule_ratios": np.asarray([r for _, r in rules]),
+        "grid_ratios": np.asarray(ratios),
+        "grid_steps": np.asarray([steps[g] + [0] * (c_max - len(steps[g])) for g in gens]),
         "seeds": np.arange(config.num_seeds),
     }
     np.savez(path, **arrays)
@@ -82,28 +155,77 @@ def _flags(converged, nonfinite) -> str:
     return flag + ("‡" if np.any(np.nan_to_num(nonfinite) > 0) else "")
 
 
-def summary_table(arrays) -> str:
-    """Markdown: MSE (all) mean ± s.e. over seeds per (beta, M, method) row and arm column,
-    '–' for cells a method does not have (or a partial run has not computed), with the
-    flags of `_flags`; rows without any computed cell are left out."""
-    labels = [label(a, r) for a, r in zip(arrays["arms"], arrays["ratios"], strict=True)]
-    lines = [
-        "| β | M | method | " + " | ".join(labels) + " |",
-        "|---|---|---|" + "---|" * len(labels),
-    ]
-    mean, se = common.mean_se(arrays["mse_all"])
+def _cell(values, converged=None, nonfinite=None) -> str:
+    mu, e = common.mean_se(values)
+    if np.isnan(mu):
+        return "–"
+    flags = "" if converged is None else _flags(converged, nonfinite)
+    return f"{mu:.2e} ± {e:.0e}{flags}"
+
+
+def _rows(arrays):
     for i, beta in enumerate(arrays["betas"]):
         for j, m in enumerate(arrays["sample_sizes"]):
             for k, method in enumerate(arrays["methods"]):
-                row = []
-                for c in range(len(labels)):
-                    at = (i, j, k, c)
-                    flags = _flags(arrays["converged"][at], arrays["num_nonfinite"][at])
-                    mu, e = mean[at], se[at]
-                    row.append("–" if np.isnan(mu) else f"{mu:.2e} ± {e:.0e}{flags}")
-                if set(row) != {"–"}:  # rows a partial run has not computed are left out
-                    lines.append(f"| {beta:g} | {m} | {method} | " + " | ".join(row) + " |")
+                yield (i, j, k), f"| {beta:g} | {m} | {method} | "
+
+
+def _table(heads, arrays, row_fn) -> str:
+    lines = [
+        "| β | M | method | " + " | ".join(heads) + " |",
+        "|---|---|---|" + "---|" * len(heads),
+    ]
+    for at, start in _rows(arrays):
+        row = row_fn(at)
+        if set(row) != {"–"}:  # rows a partial run has not computed are left out
+            lines.append(start + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _base(arrays, at, arm, ratio, field="mse_all"):
+    cols = list(zip(arrays["arms"].tolist(), arrays["ratios"].tolist(), strict=True))
+    return arrays[field][(*at, cols.index((arm, ratio)))]
+
+
+def _rule(arrays, at, gen, arm, ratio, field="mse_all"):
+    cols = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
+    if (arm, ratio) not in cols:
+        return np.full(len(arrays["seeds"]), np.nan)
+    h = arrays["generators"].tolist().index(gen)
+    return arrays["gen_" + field][(*at, h, cols.index((arm, ratio)))]
+
+
+def summary_table(arrays) -> str:
+    """Markdown: MSE (all) mean ± s.e. over seeds of every arm without a generator (per
+    (beta, M, method) row), with the flags of `_flags`."""
+    cols = list(zip(arrays["arms"].tolist(), arrays["ratios"].tolist(), strict=True))
+
+    def row(at):
+        return [
+            _cell(
+                arrays["mse_all"][(*at, c)],
+                arrays["converged"][(*at, c)],
+                arrays["num_nonfinite"][(*at, c)],
+            )
+            for c in range(len(cols))
+        ]
+
+    return _table([label(a, r) for a, r in cols], arrays, row)
+
+
+def rules_table(arrays, gen) -> str:
+    """Markdown: MSE (all) of generator `gen` under every rule."""
+    cols = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
+
+    def row(at):
+        out = []
+        for arm, ratio in cols:
+            conv = _rule(arrays, at, gen, arm, ratio, "converged")
+            nonfinite = _rule(arrays, at, gen, arm, ratio, "num_nonfinite")
+            out.append(_cell(_rule(arrays, at, gen, arm, ratio), conv, nonfinite))
+        return out
+
+    return _table([label(a, r) for a, r in cols], arrays, row)
 
 
 def paired_delta(a, b) -> tuple[np.ndarray, np.ndarray]:
@@ -111,41 +233,137 @@ def paired_delta(a, b) -> tuple[np.ndarray, np.ndarray]:
     return common.mean_se(np.asarray(a, np.float64) - np.asarray(b, np.float64))
 
 
+def _delta(a, b, worse_mark=False) -> str:
+    mu, e = paired_delta(a, b)
+    if np.isnan(mu):
+        return "–"
+    mark = " ▲" if worse_mark and mu > e else ""
+    return f"{mu:+.2e} ± {e:.0e}{mark}"
+
+
 def paired_table(arrays) -> str:
-    """Markdown: per (beta, M, method), the paired differences (mean ± s.e. over seeds) of
-    the MSE of diffusion K=max M minus observed, and for plm of diffusion + tuned L2 minus
-    tuned L2 (negative: the first arm is better)."""
-    cols = list(zip(arrays["arms"].tolist(), arrays["ratios"].tolist(), strict=True))
-    r_max = max(r for _, r in cols)
-    pairs = [
-        (("diffusion", r_max), ("observed", 0)),
-        (("diffusion_l2", r_max), ("l2", 0)),
+    """Markdown: per generator, the held-out rule's MSE minus observed-only (▲: worse by
+    more than one s.e.) and the regret (MSE minus hindsight's) of every rule."""
+    gens = arrays["generators"].tolist()
+    rules = [
+        (a, r)
+        for a, r in zip(arrays["rule_arms"], arrays["rule_ratios"], strict=True)
+        if a in ("heldout", "energy_variance")
     ]
-    heads = [f"{label(*a)} − {label(*b)}" for a, b in pairs]
-    lines = [
-        "| β | M | method | " + " | ".join(heads) + " |",
-        "|---|---|---|" + "---|" * len(heads),
+    heads = [f"{g}: held-out − observed" for g in gens if "heldout" in arrays["rule_arms"]]
+    heads += [f"{g}: regret of {label(a, r)}" for g in gens for a, r in rules]
+
+    def row(at):
+        observed = _base(arrays, at, "observed", 0)
+        out = []
+        if "heldout" in arrays["rule_arms"]:
+            out += [_delta(_rule(arrays, at, g, "heldout", 0), observed, True) for g in gens]
+        for g in gens:
+            best = _rule(arrays, at, g, "hindsight", 0)
+            out += [_delta(_rule(arrays, at, g, a, r), best) for a, r in rules]
+        return out
+
+    return _table(heads, arrays, row)
+
+
+def versus_l2_table(arrays) -> str:
+    """Markdown: at every (beta, M), plm's augmented arms minus the tuned-L2 plm
+    (negative: augmentation beats the tuned penalty)."""
+    gens = arrays["generators"].tolist()
+    rules = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
+    rules = [(a, r) for a, r in rules if a != "hindsight"]
+    heads = [f"{g}: {label(a, r)}" for g in gens for a, r in rules]
+
+    def row(at):
+        if arrays["methods"][at[2]] != "plm":
+            return ["–"] * len(heads)
+        l2 = _base(arrays, at, "l2", 0)
+        return [_delta(_rule(arrays, at, g, a, r), l2) for g in gens for a, r in rules]
+
+    return _table(heads, arrays, row)
+
+
+def generator_table(checks, config) -> str:
+    """Markdown: per (beta, M, generator), the generator checks at its last checkpoint
+    (mean over seeds): exact KL of its first check_samples spins to the truth, their
+    cross-entropy under the truth beside the truth's entropy, copies of observed states
+    beside the expectation for exact samples; the data-copying test of the fold
+    generators (Z, fraction of seeds x folds with p < 0.05), the held-out log-likelihood
+    (exact: MADE; ELBO: masked; none: DDPM) of the held-out folds, and the training
+    seconds (all seeds, full + fold generators, over resumes)."""
+    heads = [
+        "β",
+        "M",
+        "generator",
+        "KL",
+        "cross-entropy (H true)",
+        "copies (expected)",
+        "copying Z (p<0.05)",
+        "held-out log-lik",
+        "last step",
+        "train s",
     ]
-    mse = arrays["mse_all"]
-    for i, beta in enumerate(arrays["betas"]):
-        for j, m in enumerate(arrays["sample_sizes"]):
-            for k, method in enumerate(arrays["methods"]):
-                row = []
-                for a, b in pairs:
-                    mu, e = paired_delta(mse[i, j, k, cols.index(a)], mse[i, j, k, cols.index(b)])
-                    row.append("–" if np.isnan(mu) else f"{mu:+.2e} ± {e:.0e}")
-                if set(row) != {"–"}:
-                    lines.append(f"| {beta:g} | {m} | {method} | " + " | ".join(row) + " |")
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    by = {}
+    for r in checks:
+        if r.get("kind") in ("checkpoint", "fold_check", "train") and "generator" in r:
+            by.setdefault((r["beta"], r["num_samples"], r["generator"]), []).append(r)
+    for (beta, m, gen), rows in sorted(by.items()):
+        points = [r for r in rows if r["kind"] == "checkpoint"]
+        if not points:
+            continue
+        last = max(r["step"] for r in points)
+        end = [r for r in points if r["step"] == last]
+        folds = [r for r in rows if r["kind"] == "fold_check" and r["step"] == last]
+
+        def mean(rs, key):
+            values = [r[key] for r in rs if key in r]
+            return float(np.mean(values)) if values else float("nan")
+
+        z = mean(folds, "copying_statistic")
+        low_p = np.mean([r["copying_p_value"] < 0.05 for r in folds]) if folds else np.nan
+        loglik = mean(folds, "heldout_loglik")
+        seconds = sum(r.get("seconds", 0.0) for r in rows if r["kind"] == "train")
+        lines.append(
+            f"| {beta:g} | {m} | {gen} | {mean(end, 'kl_generated'):.3f} | "
+            f"{mean(end, 'cross_entropy'):.3f} ({mean(end, 'entropy_true'):.3f}) | "
+            f"{mean(end, 'copy_fraction'):.3f} ({mean(end, 'expected_copy_fraction'):.3f}) | "
+            f"{z:+.1f} ({low_p:.2f}) | "
+            + ("–" if np.isnan(loglik) else f"{loglik:.3f}")
+            + f" | {last} | {seconds:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def summary_sections(arrays) -> list[tuple[str, str]]:
-    return [
+def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
+    sections = [
         (
-            "Parameter MSE (all w and b), mean ± s.e. over seeds "
-            "(†: some seed's fit did not converge; ‡: some seed's generated spins came "
-            "from non-finite values)",
+            "Parameter MSE (all w and b) of the arms without a generator, mean ± s.e. over "
+            "seeds (†: some seed's fit did not converge)",
             summary_table(arrays),
-        ),
-        ("Paired differences of the MSE per seed, mean ± s.e.", paired_table(arrays)),
+        )
     ]
+    for gen in arrays["generators"]:
+        sections.append(
+            (
+                f"Parameter MSE with the {gen} generator, by the rule that picks checkpoint "
+                "and K (held-out rule and hindsight: K chosen per seed; ‡: non-finite "
+                "generated values)",
+                rules_table(arrays, gen),
+            )
+        )
+    sections += [
+        (
+            "Paired differences per seed, mean ± s.e.: the held-out rule against observed "
+            "only (▲: worse by more than one s.e.) and every rule's regret against the "
+            "hindsight-best (checkpoint, K)",
+            paired_table(arrays),
+        ),
+        (
+            "Does augmentation beat the tuned penalty? plm's augmented arms minus tuned-L2 "
+            "plm, paired per seed (negative: augmentation is better)",
+            versus_l2_table(arrays),
+        ),
+        ("Generator checks at the last checkpoint", generator_table(checks, config)),
+    ]
+    return sections

@@ -60,6 +60,13 @@ def is_int(value, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
+def is_positive(value, allow_zero: bool = False) -> bool:
+    """A finite real number > 0 (>= 0 with allow_zero)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return value >= 0 if allow_zero else value > 0
+
+
 def model_checks(config) -> list:
     m = config.model
     betas_ok = (

@@ -9,6 +9,7 @@ Config fields read: model.n, num_seeds, diffusion.*, criterion.*, inference.opti
 from __future__ import annotations
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -174,6 +175,40 @@ def _criterion_fn(config, diffusion):
     return jax.jit(jax.vmap(one_seed))
 
 
+def train_checkpoints(
+    workdir, tag: str, meta: dict, keys, data, weights, *, init_fn, train_chunk, train_steps, every
+):
+    """Trains one network per row of data [S, M, n] with weights [S, M] (init_fn(key) ->
+    TrainState, train_chunk vmapped over rows), resuming from checkpoints/<tag> and saving
+    one every `every` steps; appends a {"kind": "train"} | meta record per chunk to
+    metrics.jsonl (step, mean loss per row, wall seconds of the chunk). Returns
+    (restore(step) -> the TrainState at that checkpoint, the checkpoint steps)."""
+    state = jax.vmap(init_fn)(keys)
+    manager = train.checkpoint_manager(workdir / "checkpoints" / tag)
+    progress = runtime.Progress(f"{tag}: training chunks", train_steps // every)
+    clock = [time.time()]
+
+    def on_chunk(state, losses):
+        step = int(np.max(state.step))
+        record = {"kind": "train"} | meta | {"step": step, "seconds": time.time() - clock[0]}
+        losses = np.asarray(losses)
+        io.append_jsonl(workdir / "metrics.jsonl", record | {"loss": losses.mean(axis=1).tolist()})
+        progress.step(f"(step {step}, loss {losses.mean():.4f})", at=step // every)
+        clock[0] = time.time()
+
+    state = train.train(
+        state,
+        train_chunk,
+        data,
+        weights,
+        num_steps=train_steps,
+        chunk_steps=every,
+        manager=manager,
+        on_chunk=on_chunk,
+    )
+    return (lambda step: train.restore(manager, state, step)), list(manager.all_steps())
+
+
 def train_and_select(
     config, diffusion, workdir, meta: dict, *, tag, train_keys, criterion_keys, observed, truth
 ):
@@ -183,27 +218,17 @@ def train_and_select(
     seed's chosen checkpoint, stacked over seeds; the chosen steps)."""
     d, path = config.diffusion, workdir / "metrics.jsonl"
     num_seeds = observed.shape[0]
-    state = jax.vmap(lambda k: diffusion.init_fn(k, config.model.n))(train_keys)
-    manager = train.checkpoint_manager(workdir / "checkpoints" / tag)
-    progress = runtime.Progress(f"{tag}: training chunks", d.train_steps // d.checkpoint_every)
-
-    def on_chunk(state, losses):
-        step = int(np.max(state.step))
-        # the chunk's mean loss per seed
-        record = {"kind": "train"} | meta | {"step": step}
-        io.append_jsonl(path, record | {"loss": np.asarray(losses).mean(axis=1).tolist()})
-        loss = float(np.mean(losses))
-        progress.step(f"(step {step}, loss {loss:.4f})", at=step // d.checkpoint_every)
-
-    state = train.train(
-        state,
-        diffusion.train_chunk,
+    restore, steps = train_checkpoints(
+        workdir,
+        tag,
+        meta,
+        train_keys,
         observed,
         jnp.ones(observed.shape[:2]),
-        num_steps=d.train_steps,
-        chunk_steps=d.checkpoint_every,
-        manager=manager,
-        on_chunk=on_chunk,
+        init_fn=lambda key: diffusion.init_fn(key, config.model.n),
+        train_chunk=diffusion.train_chunk,
+        train_steps=d.train_steps,
+        every=d.checkpoint_every,
     )
 
     def recorded():
@@ -213,12 +238,12 @@ def train_and_select(
             if r.get("kind") == "criterion" and all(r.get(k) == v for k, v in meta.items())
         }
 
-    steps, have = list(manager.all_steps()), recorded()
+    have = recorded()
     todo = [s for s in steps if any((s, i) not in have for i in range(num_seeds))]
     if todo:
         inferred = diffusion.infer_observed(observed)
         for step in todo:
-            params = diffusion.sampling_params(train.restore(manager, state, step))
+            params = diffusion.sampling_params(restore(step))
             out = diffusion.criterion(params, criterion_keys, observed, truth, inferred)
             out = jax.device_get(out)
             for i in range(num_seeds):
@@ -232,7 +257,7 @@ def train_and_select(
         se = [math.hypot(r["var_gen_se"], r["var_obs_se"]) for r in rows]
         var_obs = rows[0]["var_obs_inferred"]
         chosen.append(criterion.select(steps, var_gen, var_obs, se, tol=config.criterion.tol_se))
-    restored = {s: diffusion.sampling_params(train.restore(manager, state, s)) for s in set(chosen)}
+    restored = {s: diffusion.sampling_params(restore(s)) for s in set(chosen)}
     params = jax.tree.map(
         lambda *leaves: jnp.stack(leaves),
         *[jax.tree.map(lambda x, i=i: x[i], restored[s]) for i, s in enumerate(chosen)],
