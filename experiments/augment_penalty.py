@@ -11,13 +11,14 @@ from isingjax.pipelines.common import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The workdir of a finished augment run.")
 _SAMPLE_SIZE = flags.DEFINE_integer("sample_size", None, "Observed M (default: the smallest).")
+_GENERATOR = flags.DEFINE_string("generator", "ddpm", "Whose generated spins to refit with.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        augment_penalty.run(_WORKDIR.value, _SAMPLE_SIZE.value)
+        augment_penalty.run(_WORKDIR.value, _SAMPLE_SIZE.value, _GENERATOR.value)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     logging.info("\n%s", (Path(_WORKDIR.value) / "penalty_split.md").read_text())

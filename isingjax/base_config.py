@@ -94,5 +94,6 @@ def add_generators(config: ConfigDict) -> ConfigDict:
     config.selection = ConfigDict()
     # 'energy_variance' (the paper's checkpoint, K = every augment.ratios) and 'heldout'
     # (checkpoint and K in {0} + ratios by held-out pseudo-likelihood over K folds)
+    config.selection.rules = ("energy_variance", "heldout")
     config.selection.num_folds = 2
     return config

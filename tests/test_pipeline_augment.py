@@ -56,17 +56,20 @@ def tiny_config():
     config = augment_config.get_config("quick")
     config.model.n = 6
     config.model.betas = (1.0,)
-    config.num_seeds = 3
+    config.num_seeds = 2
     config.sweep.sample_sizes = (40,)
     config.augment.ratios = (1, 2)
     config.inference.methods = ("plm", "erasure")
     config.inference.options.erasure.num_iters = 100
     config.diffusion.widths = (16, 32)
     config.diffusion.time_dim = 16
-    config.diffusion.train_steps = 200
-    config.diffusion.checkpoint_every = 100
     config.diffusion.ddim_steps = 20
     config.criterion.num_samples = 100
+    config.generator.check_samples = 100
+    config.masked.widths = (16,)
+    for name in ("diffusion", "masked", "autoregressive"):
+        config[name].train_steps = 100
+        config[name].checkpoint_every = 50
     return config
 
 
@@ -74,32 +77,89 @@ def tiny_config():
 def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     config = tiny_config()
     records = augment.run(config, tmp_path)
-    # plm: observed, l2, diffusion_l2, 3 arms x 2 ratios = 9 cells; erasure: 7; 3 seeds.
-    assert len(records) == (9 + 7) * 3
+    # per seed, plm: observed, l2, 2 arms x 2 ratios; per generator 2 steps x 2 ratios of
+    # the grid, energy variance x 2 ratios, held-out, hindsight, generated_l2 -> 6 + 3 * 9;
+    # erasure: 5 + 3 * 8.
+    assert len(records) == (33 + 29) * 2
     assert all(isinstance(r["converged"], bool) for r in records)
-    assert all(r["num_nonfinite"] == 0 for r in records if r["arm"].startswith("diffusion"))
+    assert all(r["num_nonfinite"] == 0 for r in records if "num_nonfinite" in r)
     data = np.load(tmp_path / "results.npz")
-    assert data["mse_all"].shape == (1, 1, 2, 9, 3)  # beta, M, method, column, seed
+    assert data["mse_all"].shape == (1, 1, 2, 6, 2)  # beta, M, method, column, seed
+    assert data["gen_mse_all"].shape == (1, 1, 2, 3, 5, 2)  # ..., generator, rule column, seed
+    assert data["grid_mse_all"].shape == (1, 1, 2, 3, 2, 2, 2)  # ..., checkpoint, ratio, seed
+    assert np.isfinite(data["grid_mse_all"]).all()
     columns = list(zip(data["arms"], data["ratios"], strict=True))
-    tuned = [columns.index(("l2", 0)), columns.index(("diffusion_l2", 2))]
-    assert np.all(np.isnan(data["mse_all"][0, 0, 1, tuned]))  # erasure has no tuned arms
-    assert np.isfinite(np.delete(data["mse_all"][0, 0, 1], tuned, axis=0)).all()
-    assert np.isfinite(data["mse_all"][0, 0, 0]).all()
-    # Three times the true data beats the observed data alone, for both estimators.
+    assert np.isnan(data["mse_all"][0, 0, 1, columns.index(("l2", 0))]).all()  # plm only
+    # Twice the true data beats the observed data alone, for both estimators.
     observed = data["mse_all"][0, 0, :, columns.index(("observed", 0))].mean(axis=-1)
     oracle = data["mse_all"][0, 0, :, columns.index(("oracle", 2))].mean(axis=-1)
     assert np.all(oracle < observed)
-    chosen_l2 = [r["l2_per_sample"] for r in records if r["arm"] in ("l2", "diffusion_l2")]
-    assert len(chosen_l2) == 6
-    assert set(chosen_l2) <= set(np.float32(config.baselines.l2_grid).tolist())
 
     progress = io.read_jsonl(tmp_path / "metrics.jsonl")
-    crit = [r for r in progress if r["kind"] == "criterion"]
-    assert sorted((r["step"], r["seed"]) for r in crit) == [
-        (s, i) for s in (100, 200) for i in range(3)
-    ]
-    assert all(r["var_obs_inferred"] > 0 and r["var_gen_inferred"] > 0 for r in crit)
-    assert all(r["num_nonfinite"] == 0 for r in crit)
+    by_cell = {
+        (r["method"], r["generator"], r["arm"], r["ratio"], r["step"], r["seed"]): r
+        for r in records
+    }
+    for gen in config.generator.names:
+        crit = [r for r in progress if r["kind"] == "checkpoint" and r["generator"] == gen]
+        assert sorted((r["step"], r["seed"]) for r in crit) == [
+            (s, i) for s in (50, 100) for i in range(2)
+        ]
+        for method in config.inference.methods:
+            for seed in range(2):
+                # the energy-variance step follows the rule, applied here step by step
+                mine = sorted((c for c in crit if c["seed"] == seed), key=lambda c: c["step"])
+                z = [
+                    abs(c["var_gen_inferred"] - c["var_obs_inferred"])
+                    / np.sqrt(c["var_gen_se"] ** 2 + c["var_obs_se"] ** 2)
+                    for c in mine
+                ]
+                within = [all(v <= config.criterion.tol_se for v in z[i:]) for i in range(2)]
+                step = mine[within.index(True) if any(within) else int(np.argmin(z))]["step"]
+                ev = by_cell[method, gen, "energy_variance", 2, 0, seed]
+                assert ev["chosen_step"] == step
+                assert ev["mse_all"] == by_cell[method, gen, "grid", 2, step, seed]["mse_all"]
+                # the held-out rule: the best mean over folds of the recorded scores, ties
+                # to the smaller K; K = 0 is observed only
+                scores = {}
+                for r in progress:
+                    if (r["kind"], r.get("generator"), r.get("method"), r.get("seed")) == (
+                        "heldout",
+                        gen,
+                        method,
+                        seed,
+                    ):
+                        scores.setdefault(r["step"], []).append(r["scores"])
+                assert sorted(scores) == [50, 100]
+                assert all(len(v) == config.selection.num_folds for v in scores.values())
+                mean = np.asarray([np.mean(scores[s], axis=0) for s in (50, 100)])
+                best = np.argwhere(mean == mean.max())
+                c, k = min(best, key=lambda ck: (ck[1], ck[0]))
+                held = by_cell[method, gen, "heldout", 0, 0, seed]
+                ratio = (0, 1, 2)[k]
+                assert held["chosen_ratio"] == ratio
+                source = (
+                    by_cell[method, "", "observed", 0, 0, seed]
+                    if ratio == 0
+                    else by_cell[method, gen, "grid", ratio, (50, 100)[c], seed]
+                )
+                assert held["mse_all"] == source["mse_all"]
+                # hindsight is the grid's (or observed-only's) minimum
+                grid = [
+                    by_cell[method, gen, "grid", r, s, seed]["mse_all"]
+                    for r in (1, 2)
+                    for s in (50, 100)
+                ]
+                candidates = grid + [by_cell[method, "", "observed", 0, 0, seed]["mse_all"]]
+                assert by_cell[method, gen, "hindsight", 0, 0, seed]["mse_all"] == min(candidates)
+        checks = [r for r in progress if r["kind"] == "fold_check" and r["generator"] == gen]
+        assert len(checks) == 2 * 2 * config.selection.num_folds  # steps x seeds x folds
+        assert all(np.isfinite(r["copying_statistic"]) for r in checks)
+        assert all(("heldout_loglik" in r) == (gen != "ddpm") for r in checks)
+        assert all(r["heldout_loglik"] < 0 for r in checks if "heldout_loglik" in r)
+        generated = np.load(tmp_path / "generated" / f"beta1_m40_{gen}.npz")["spins"]
+        assert generated.shape == (2, 2, 100, 6)  # seeds, checkpoints, max(80, 100), n
+        assert set(np.unique(generated)) <= {-1, 1}
     # The recorded s.e. of Var_obs is the sample-variance formula on the observed energies
     # under plm's estimate (computed here in float64 NumPy).
     _, spins0, _ = augment.truth_and_data(config, 0, jax.random.key(config.seed), 1.0, 40)
@@ -110,28 +170,10 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     d = e - e.mean()
     m2, m4 = np.mean(d**2), np.mean(d**4)
     se_obs = np.sqrt((m4 - m2**2 * (40 - 3) / (40 - 1)) / 40)
-    for r in (c for c in crit if c["seed"] == 0):
+    for r in (c for c in progress if c["kind"] == "checkpoint" and c["seed"] == 0):
         np.testing.assert_allclose(r["var_obs_inferred"], m2, rtol=1e-3)
         np.testing.assert_allclose(r["var_obs_se"], se_obs, rtol=1e-3)
-    gens = [r for r in progress if r["kind"] == "generator"]
-    assert len(gens) == 3
-    for r in gens:  # the chosen step follows the rule, applied here step by step
-        mine = sorted((c for c in crit if c["seed"] == r["seed"]), key=lambda c: c["step"])
-        z = [
-            abs(c["var_gen_inferred"] - c["var_obs_inferred"])
-            / np.sqrt(c["var_gen_se"] ** 2 + c["var_obs_se"] ** 2)
-            for c in mine
-        ]
-        within = [all(v <= config.criterion.tol_se for v in z[i:]) for i in range(len(z))]
-        expected = mine[within.index(True)]["step"] if any(within) else None
-        if expected is None:
-            expected = mine[int(np.argmin(z))]["step"]
-        assert r["chosen_step"] == expected
-        assert r["num_nonfinite"] == 0
-    generated = np.load(tmp_path / "generated" / "beta1_m40.npz")["spins"]
-    assert generated.shape == (3, 80, 6)
-    assert set(np.unique(generated)) <= {-1, 1}
-    for name in ("mse_vs_m", "training", "scatter", "energy_histograms"):
+    for name in ("mse_vs_m", "checkpoint_grid", "training", "scatter", "energy_histograms"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
     summary = (tmp_path / "summary.md").read_text()
     assert "| 1 | 40 | plm |" in summary and "Wall time:" in summary
@@ -145,12 +187,13 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     assert "over 2 invocation(s)" in (tmp_path / "summary.md").read_text()
 
     # The penalty split refits plm on the same spins: its cases with the run's penalties
-    # are the run's observed and diffusion (K = 2 M) arms.
+    # are the run's observed and energy-variance (K = 2 M) arms.
     split = augment_penalty.run(tmp_path)
     cases = {(r["data"], r["penalty"]): r["mse_all"] for r in split}
     assert {r["method"] for r in split} == {"plm"} and len(cases) == 4
-    diffusion = data["mse_all"][0, 0, 0, columns.index(("diffusion", 2))].mean()
-    np.testing.assert_allclose(cases["augmented", "1/(M+K)"], diffusion, rtol=1e-3)
+    rules = list(zip(data["rule_arms"], data["rule_ratios"], strict=True))
+    ev = data["gen_mse_all"][0, 0, 0, 0, rules.index(("energy_variance", 2))].mean()
+    np.testing.assert_allclose(cases["augmented", "1/(M+K)"], ev, rtol=1e-3)
     np.testing.assert_allclose(cases["observed", "1/M"], observed[0], rtol=1e-3)
     assert "| 1 | 40 | 80 | plm | augmented | 1/M |" in (tmp_path / "penalty_split.md").read_text()
 
@@ -172,13 +215,20 @@ def test_penalty_split_refuses_a_workdir_of_no_augment_run(tmp_path, config_json
         ("inference.methods", ("plm", "mle"), "config.inference.methods must be"),
         ("model.n", 21, "config.model.n must be <= 20"),
         ("model.bias_scaling", "sqrt", "config.model.bias_scaling must be one of"),
-        ("diffusion.train_steps", 250, "must be a multiple of diffusion.checkpoint_every"),
+        ("diffusion.train_steps", 125, "must be a multiple of diffusion.checkpoint_every"),
         ("diffusion.sampler", "euler", "config.diffusion.sampler must be one of"),
         ("augment.ratios", (0, 2), "config.augment.ratios must be"),
         ("baselines.holdout_fraction", 1.0, "config.baselines.holdout_fraction must be in"),
         ("criterion.method", "ml", "config.criterion.method must be one of"),
         ("criterion.tol_se", -1.0, "config.criterion.tol_se must be finite and > 0"),
         ("baselines.l2_grid", (0.1, -1.0), "config.baselines.l2_grid must be"),
+        ("generator.names", ("ddpm", "gan"), "config.generator.names must be a non-empty"),
+        ("generator.names", ("ddpm", "ddpm"), "names from"),
+        ("selection.num_folds", 1, "config.selection.num_folds must be an integer in"),
+        ("selection.rules", ("heldout",), "must be a tuple from"),
+        ("masked.train_steps", 125, "must be a multiple of masked.checkpoint_every"),
+        ("autoregressive.learning_rate", float("nan"), "autoregressive.learning_rate must be"),
+        ("autoregressive.hidden", -1, "autoregressive.hidden must be an integer >= 0"),
     ],
 )
 def test_augment_rejects_bad_config(tmp_path, field, value, match):
@@ -201,59 +251,92 @@ def test_penalty_split_takes_the_methods_with_a_per_sample_penalty():
 
 
 def _arrays():
-    """Result arrays of one beta, one M, methods (plm, erasure), 2 seeds, ratios (1,)."""
-    arms = ["observed", "diffusion", "bootstrap", "oracle", "l2", "diffusion_l2"]
-    mse = np.full((1, 1, 2, 6, 2), np.nan)
-    mse[0, 0, 0] = [[1.0, 3.0], [0.5, 1.5], [2.0, 2.0], [0.2, 0.4], [0.25, 0.5], [0.0, 1.0]]
-    mse[0, 0, 1, :4] = [[4.0, 4.0], [5.0, 7.0], [1.0, 1.0], [1.0, 3.0]]
+    """Result arrays of one beta, one M, methods (plm, erasure), 2 seeds, ratios (1,) and
+    one generator."""
+    arms = ["observed", "bootstrap", "oracle", "l2"]
+    mse = np.full((1, 1, 2, 4, 2), np.nan)
+    mse[0, 0, 0] = [[1.0, 3.0], [2.0, 2.0], [0.2, 0.4], [0.25, 0.5]]
+    mse[0, 0, 1, :3] = [[4.0, 4.0], [1.0, 1.0], [1.0, 3.0]]
     converged = np.where(np.isnan(mse), np.nan, 1.0)
-    converged[0, 0, 1, 1, 1] = 0.0  # erasure, diffusion, seed 1 did not converge
-    nonfinite = np.full(mse.shape, np.nan)
-    nonfinite[0, 0, :, [1, 5]] = 0.0
-    nonfinite[0, 0, 0, 5, 0] = 3.0  # plm's generated spins of seed 0 had 3 non-finite values
+    converged[0, 0, 1, 1, 1] = 0.0  # erasure, bootstrap, seed 1 did not converge
+    rule_arms = ["energy_variance", "heldout", "hindsight", "generated_l2"]
+    gen = np.full((1, 1, 2, 1, 4, 2), np.nan)
+    gen[0, 0, 0, 0] = [[0.5, 1.5], [1.0, 2.0], [0.5, 1.5], [0.0, 1.0]]
+    gen[0, 0, 1, 0, :3] = [[5.0, 7.0], [4.0, 5.0], [4.0, 4.0]]
+    gen_nonfinite = np.zeros(gen.shape)
+    gen_nonfinite[0, 0, 0, 0, 3, 0] = 3.0  # plm's generated_l2 spins of seed 0
     return {
         "mse_all": mse,
         "converged": converged,
-        "num_nonfinite": nonfinite,
+        "num_nonfinite": np.full(mse.shape, np.nan),
+        "gen_mse_all": gen,
+        "gen_converged": np.where(np.isnan(gen), np.nan, 1.0),
+        "gen_num_nonfinite": gen_nonfinite,
         "betas": np.asarray([0.5]),
         "sample_sizes": np.asarray([100]),
         "methods": np.asarray(["plm", "erasure"]),
+        "generators": np.asarray(["ddpm"]),
         "arms": np.asarray(arms),
-        "ratios": np.asarray([0, 1, 1, 1, 0, 1]),
+        "ratios": np.asarray([0, 1, 1, 0]),
+        "rule_arms": np.asarray(rule_arms),
+        "rule_ratios": np.asarray([1, 0, 0, 1]),
+        "seeds": np.arange(2),
     }
 
 
-def test_summary_table_matches_hand_computed_cells():
+def test_summary_tables_match_hand_computed_cells():
     table = augment_summary.summary_table(_arrays()).splitlines()
     assert table[0] == (
-        "| β | M | method | observed | diffusion K=1M | bootstrap K=1M | oracle K=1M "
-        "| tuned L2 (plm) | diffusion K=1M + tuned L2 (plm) |"
+        "| β | M | method | observed | bootstrap K=1M | oracle K=1M | tuned L2 (plm) |"
     )
-    # plm: means 2, 1, 2, 0.3, 0.375, 0.5; s.e. |a - b| / 2 = 1, 0.5, 0, 0.1, 0.125, 0.5.
+    # plm: means 2, 2, 0.3, 0.375; s.e. |a - b| / 2 = 1, 0, 0.1, 0.125.
     assert table[2] == (
-        "| 0.5 | 100 | plm | 2.00e+00 ± 1e+00 | 1.00e+00 ± 5e-01 | 2.00e+00 ± 0e+00 "
-        "| 3.00e-01 ± 1e-01 | 3.75e-01 ± 1e-01 | 5.00e-01 ± 5e-01‡ |"
+        "| 0.5 | 100 | plm | 2.00e+00 ± 1e+00 | 2.00e+00 ± 0e+00 "
+        "| 3.00e-01 ± 1e-01 | 3.75e-01 ± 1e-01 |"
     )
     assert table[3] == (
-        "| 0.5 | 100 | erasure | 4.00e+00 ± 0e+00 | 6.00e+00 ± 1e+00† | 1.00e+00 ± 0e+00 "
-        "| 2.00e+00 ± 1e+00 | – | – |"
+        "| 0.5 | 100 | erasure | 4.00e+00 ± 0e+00 | 1.00e+00 ± 0e+00† | 2.00e+00 ± 1e+00 | – |"
+    )
+    rules = augment_summary.rules_table(_arrays(), "ddpm").splitlines()
+    assert rules[0] == (
+        "| β | M | method | energy variance K=1M | held-out rule | hindsight best "
+        "| + tuned L2 (plm) |"
+    )
+    assert rules[2] == (
+        "| 0.5 | 100 | plm | 1.00e+00 ± 5e-01 | 1.50e+00 ± 5e-01 | 1.00e+00 ± 5e-01 "
+        "| 5.00e-01 ± 5e-01‡ |"
     )
     arrays = _arrays()
     arrays["mse_all"][0, 0, 1] = np.nan  # erasure not computed: its row is left out
     assert len(augment_summary.summary_table(arrays).splitlines()) == 3
 
 
-def test_paired_delta_and_table_match_hand_computed_differences():
+def test_paired_delta_and_tables_match_hand_computed_differences():
     mean, se = augment_summary.paired_delta([[1.0, 4.0, 2.0]], [[0.0, 1.0, 2.0]])
     # differences 1, 3, 0: mean 4 / 3, s.d. sqrt(((1 - 4/3)^2 + (3 - 4/3)^2 + 16/9) / 2)
     sd = np.sqrt(((1 - 4 / 3) ** 2 + (3 - 4 / 3) ** 2 + (4 / 3) ** 2) / 2)
     np.testing.assert_allclose(mean, [4 / 3])
     np.testing.assert_allclose(se, [sd / np.sqrt(3)])
     table = augment_summary.paired_table(_arrays()).splitlines()
-    # plm: diffusion - observed = -0.5, -1.5 (mean -1, s.e. 0.5); diffusion_l2 - l2 =
-    # -0.25, 0.5 (mean 0.125, s.e. 0.375); erasure: 1, 3 (mean 2, s.e. 1), no tuned arms.
-    assert table[2] == "| 0.5 | 100 | plm | -1.00e+00 ± 5e-01 | +1.25e-01 ± 4e-01 |"
-    assert table[3] == "| 0.5 | 100 | erasure | +2.00e+00 ± 1e+00 | – |"
+    # plm: held-out - observed = 0, -1 (mean -0.5, s.e. 0.5); regrets: energy variance
+    # 0, 0; held-out 0.5, 0.5. erasure: held-out - observed = 0, 1 (mean 0.5 = s.e.:
+    # not worse by more than one s.e.); regrets 1, 3 (2 ± 1) and 0, 1 (0.5 ± 0.5).
+    assert table[2] == (
+        "| 0.5 | 100 | plm | -5.00e-01 ± 5e-01 | +0.00e+00 ± 0e+00 | +5.00e-01 ± 0e+00 |"
+    )
+    assert table[3] == (
+        "| 0.5 | 100 | erasure | +5.00e-01 ± 5e-01 | +2.00e+00 ± 1e+00 | +5.00e-01 ± 5e-01 |"
+    )
+    arrays = _arrays()
+    arrays["gen_mse_all"][0, 0, 1, 0, 1] = [5.0, 6.0]  # held-out - observed = 1, 2
+    assert augment_summary.paired_table(arrays).splitlines()[3].split(" | ")[3].endswith("▲")
+    # plm against the tuned penalty (0.25, 0.5): energy variance 0.25, 1.0; held-out
+    # 0.75, 1.5; + tuned L2 -0.25, 0.5. erasure has no tuned arm.
+    versus = augment_summary.versus_l2_table(_arrays()).splitlines()
+    assert versus[2] == (
+        "| 0.5 | 100 | plm | +6.25e-01 ± 4e-01 | +1.12e+00 ± 4e-01 | +1.25e-01 ± 4e-01 |"
+    )
+    assert len(versus) == 3
 
 
 def test_augment_rejects_a_negative_penalty_and_non_finite_generated_values(tmp_path):
@@ -262,19 +345,26 @@ def test_augment_rejects_a_negative_penalty_and_non_finite_generated_values(tmp_
     with pytest.raises(ValueError, match="options.plm.l2_per_sample must be finite and >= 0"):
         augment.run(config, tmp_path)
     config = tiny_config()
-    with pytest.raises(RuntimeError, match=r"non-finite values \(per seed: \[0, 2, 0\]\)"):
-        augment._check_nonfinite(config, np.asarray([0, 2, 0]), 1.0, 40)
+    with pytest.raises(RuntimeError, match=r"ddpm produced non-finite values .*\[0, 2, 0\]"):
+        augment._check_nonfinite(config, np.asarray([0, 2, 0]), "ddpm")
     config.augment.allow_nonfinite = True
-    augment._check_nonfinite(config, np.asarray([0, 2, 0]), 1.0, 40)
+    augment._check_nonfinite(config, np.asarray([0, 2, 0]), "ddpm")
 
 
 def test_results_arrays_cover_every_finished_cell_of_the_workdir(tmp_path):
     config = tiny_config()
     config.inference.methods = ("plm",)  # a resume that narrowed the selection
-    record = {"beta": 2.0, "num_samples": 40, "method": "erasure", "arm": "observed"}
-    record |= {"ratio": 0, "seed": 1, "mse_all": 0.5, "mse_w": 0.4, "mse_b": 0.1}
-    arrays = augment_summary.write_npz(tmp_path / "r.npz", [record | {"converged": True}], config)
+    record = {"beta": 2.0, "num_samples": 40, "method": "erasure", "generator": ""}
+    record |= {"arm": "observed", "ratio": 0, "step": 0, "seed": 1}
+    record |= {"mse_all": 0.5, "mse_w": 0.4, "mse_b": 0.1, "converged": True}
+    grid = record | {"generator": "masked", "arm": "grid", "ratio": 2, "step": 100}
+    arrays = augment_summary.write_npz(
+        tmp_path / "r.npz", [record, grid | {"mse_all": 0.7}], config
+    )
     assert list(arrays["methods"]) == ["plm", "erasure"]  # in inference.METHODS order
     assert list(arrays["betas"]) == [1.0, 2.0]
     assert arrays["mse_all"][1, 0, 1, 0, 1] == 0.5 and arrays["converged"][1, 0, 1, 0, 1] == 1
     assert np.isnan(arrays["mse_all"][0]).all()
+    h = list(arrays["generators"]).index("masked")
+    assert arrays["grid_steps"][h].tolist() == [50, 100]
+    assert arrays["grid_mse_all"][1, 0, 1, h, 1, 1, 1] == 0.7

@@ -172,6 +172,7 @@ def test_summary_table_by_hand(tmp_path):
     arrays = guided_summary.write_npz(tmp_path / "r.npz", _hand_records(), config)
     np.testing.assert_array_equal(guided_summary.chosen_gamma_index(arrays, config), [0, 0, 2, 1])
     table = guided_summary.summary_table(arrays, config)
+    assert table.startswith("Generator: ddpm")  # the generator the samplers steer
     rows = _table_rows(table, "| sampler | γ | l2 |")
     default = {r["sampler"]: r for r in rows[: len(rows) // 2]}  # then the l2 = c/M rows
     assert [r["l2"] for r in rows] == ["c/M"] + ["c/(M+K)"] * 3 + ["c/M"] * 4

@@ -6,11 +6,12 @@ For a finished run this refits, per seed, with the penalty of each side held fix
 
     observed,  l2 = c / M          (the run's observed arm)
     observed,  l2 = c / (M + K)    (the weaker penalty alone)
-    augmented, l2 = c / (M + K)    (the run's diffusion arm at K = max ratio * M)
+    augmented, l2 = c / (M + K)    (the run's energy-variance arm at K = max ratio * M)
     augmented, l2 = c / M          (the generated samples alone)
 
 with c the method's l2_per_sample in the run's config (methods without a c > 0 are
-skipped), and writes penalty_split.md (mean ± s.e. of the parameter MSE over seeds) into
+skipped) and the generated spins of one generator of the run (the DDPM by default), and
+writes penalty_split.md (mean ± s.e. of the parameter MSE over seeds) into
 the run's workdir.
 """
 
@@ -24,16 +25,17 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from isingjax import inference, metrics
+from isingjax import inference, io, metrics
 from isingjax.pipelines import augment, common
 from isingjax.pipelines.common import ConfigError
 
 CASES = ("observed", "M"), ("observed", "(M+K)"), ("augmented", "(M+K)"), ("augmented", "M")
 
 
-def run(workdir, sample_size: int | None = None) -> list[dict]:
+def run(workdir, sample_size: int | None = None, generator: str = "ddpm") -> list[dict]:
     """Refits the penalized estimators of the augment run in workdir (smallest M by
-    default); returns one record per (beta, method, case) and writes penalty_split.md."""
+    default) on the spins of `generator` at its energy-variance checkpoint; returns one
+    record per (beta, method, case) and writes penalty_split.md."""
     workdir = Path(workdir)
     if not (workdir / "config.json").exists():
         raise ConfigError(f"{workdir} holds no config.json: not the workdir of an augment run.")
@@ -43,15 +45,33 @@ def run(workdir, sample_size: int | None = None) -> list[dict]:
     m = min(config.sweep.sample_sizes) if sample_size is None else sample_size
     if m not in config.sweep.sample_sizes:
         raise ConfigError(f"sample size {m} is not one of the run's {config.sweep.sample_sizes}.")
+    if generator not in config.generator.names:
+        raise ConfigError(
+            f"generator {generator!r} is not one of the run's {config.generator.names}."
+        )
+    records_of_run = io.read_jsonl(workdir / "results.jsonl")
     methods = {x: _penalty_per_sample(config, x) for x in config.inference.methods}
     methods = {x: c for x, c in methods.items() if c}
     root, records = jax.random.key(config.seed), []
     for beta in config.model.betas:
-        path = augment.generated_path(workdir, beta, m)
-        if not path.exists():
-            raise ConfigError(f"{path} is missing: the run has not generated beta={beta:g}, M={m}.")
-        generated = np.load(path)["spins"]
-        k = generated.shape[1]
+        path = augment.generated_path(workdir, beta, m, generator)
+        k = max(config.augment.ratios) * m
+        chosen = {
+            r["seed"]: r["chosen_step"]
+            for r in records_of_run
+            if (r["beta"], r["num_samples"], r["generator"], r["arm"], r["ratio"])
+            == (float(beta), m, generator, "energy_variance", k // m)
+        }
+        if not path.exists() or len(chosen) < config.num_seeds:
+            raise ConfigError(
+                f"the run has not finished beta={beta:g}, M={m} with generator {generator!r} "
+                f"({path.name} and its energy-variance cells)."
+            )
+        cached = np.load(path)
+        steps = cached["steps"].tolist()
+        generated = [
+            cached["spins"][s, steps.index(chosen[s]), :k] for s in range(config.num_seeds)
+        ]
         for method, c in methods.items():
             options = dict(config.inference.options.get(method, {}))
             options.pop("l2_per_sample", None)
@@ -71,6 +91,7 @@ def run(workdir, sample_size: int | None = None) -> list[dict]:
                         "beta": float(beta),
                         "num_samples": m,
                         "extra": k,
+                        "generator": generator,
                         "method": method,
                         "data": spins,
                         "penalty": f"{c:g}/{size}",

@@ -77,7 +77,11 @@ def write_npz(path, records, config) -> dict:
     base, rules = base_columns(config), rule_columns(config)
     ratios, seeds = list(config.augment.ratios), range(config.num_seeds)
     steps = {
-        g: sorted({r["step"] for r in records if r["generator"] == g and r["step"]}) for g in gens
+        g: sorted(
+            set(steps_of(config, g) if g in config.generator.names else [])
+            | {r["step"] for r in records if r["generator"] == g and r["step"]}
+        )
+        for g in gens
     }
     c_max = max([len(v) for v in steps.values()] + [1])
     head = (len(betas), len(sizes), len(methods))

@@ -169,6 +169,11 @@ def summary_table(arrays, config) -> str:
 
     cols = ["tail_fraction", "tail_mass", "cross_entropy", "unique_fraction", "novelty"]
     lines = [
+        "Generator: ddpm (the Gaussian DDPM of config.diffusion, thresholded to ±1), the "
+        "one generator of isingjax/pipelines/generator_stage.py whose samplers these are: "
+        "every guidance term acts on the DDPM's continuous reverse process; masked "
+        "diffusion and the autoregressive model have no such process to steer.",
+        "",
         "Samples at the chosen γ (cross-entropy = −mean log P(sample) under the true model; "
         "the exact KL of the empirical distribution is in results.jsonl but not compared "
         "here: it grows with the number of distinct samples, so arms of different counts "
