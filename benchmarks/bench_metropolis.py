@@ -113,7 +113,7 @@ def profile_sweep(n, chains, sweeps=4, rounds=5):
     """Seconds per sweep: random numbers, products alone, sweep with fixed thresholds, all."""
     params = ij.sk_model(jax.random.key(0), n, beta=1.0, bias_std=0.1)
     blocks = mcmc.make_blocks(params, mcmc.default_block_size(n))
-    bsz = blocks.cols.shape[2]
+    bsz = blocks.inner.shape[1]
     state = mcmc.init_state(blocks, jax.random.rademacher(jax.random.key(2), (chains, n)))
     fixed = mcmc.exponential_thresholds(jax.random.key(3), n, chains)
     steps = jnp.arange(sweeps)
@@ -129,7 +129,8 @@ def profile_sweep(n, chains, sweeps=4, rounds=5):
     def products_only(key):  # the n / B products h += w[:, block] @ delta of a sweep
         def block(fields, xs):
             k, cols = xs
-            return fields + cols @ lax.dynamic_slice_in_dim(state.spins, k * bsz, bsz), None
+            delta = lax.dynamic_slice_in_dim(state.spins, k * bsz, bsz)
+            return fields + mcmc.column_product(cols, delta), None
 
         xs = (jnp.arange(blocks.cols.shape[0]), blocks.cols)
         body = lambda f, i: (lax.scan(block, f, xs)[0], None)  # noqa: E731

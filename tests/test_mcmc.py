@@ -119,6 +119,27 @@ def test_sweep_matches_numpy_rank1_reference(block_size, sub_block_size):
     np.testing.assert_allclose(state.fields[:n], w @ expected + b[:, None])
 
 
+def test_bfloat16_split_is_exact_and_column_product_matches_float64():
+    rng = np.random.default_rng(0)
+    magnitudes = 10.0 ** rng.uniform(-30, 30, 4000)
+    x = jnp.asarray((magnitudes * rng.choice([-1, 1], 4000)).astype(np.float32))
+    parts = mcmc.split_bfloat16(x)
+    assert all(p.dtype == jnp.bfloat16 for p in parts)
+    total = sum(np.asarray(p, np.float64) for p in parts)  # float64: no rounding in the sum
+    np.testing.assert_array_equal(total, np.asarray(x, np.float64))
+    # The product of the parts against flips in {-2, 0, 2}, against float64 w @ delta.
+    n, block, chains = 24, 8, 16
+    params = ij.sk_model(jax.random.key(40), n, beta=1.0)
+    blocks = mcmc.make_blocks(params, block)
+    delta = 2.0 * jax.random.randint(jax.random.key(41), (block, chains), -1, 2).astype(jnp.float32)
+    w = np.asarray(params.w, np.float64)
+    for k in range(n // block):
+        got = np.asarray(mcmc.column_product(blocks.cols[k], delta))
+        expected = w[:, k * block : (k + 1) * block] @ np.asarray(delta, np.float64)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(mcmc.block_weights(blocks), params.w)
+
+
 def test_threefry_matches_jax_and_thresholds_are_exponential():
     key_words = jax.random.bits(jax.random.key(23), (2,), jnp.uint32)
     counters = jnp.arange(2 * 1001, dtype=jnp.uint32) * jnp.uint32(2654435761)
