@@ -139,10 +139,13 @@ def block_weights(blocks: Blocks) -> jax.Array:
 
 def init_state(blocks: Blocks, spins: jax.Array) -> ChainState:
     """Chain state from spins [num_columns, n] (padding sites are +1 and uncoupled)."""
+    return _state_from_sites(blocks, spins.T)
+
+
+def _state_from_sites(blocks: Blocks, spins: jax.Array) -> ChainState:
+    """Chain state from site-major spins [n, num_columns]."""
     n_pad = blocks.b.shape[0]
-    s = jnp.pad(
-        spins.T.astype(jnp.float32), ((0, n_pad - spins.shape[1]), (0, 0)), constant_values=1
-    )
+    s = jnp.pad(spins.astype(jnp.float32), ((0, n_pad - spins.shape[0]), (0, 0)), constant_values=1)
     return ChainState(s, block_weights(blocks) @ s + blocks.b[:, None])
 
 
@@ -172,26 +175,41 @@ def threefry2x32(key_words: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[ja
     return x0, x1
 
 
-def exponential_thresholds(key: jax.Array, num_rows: int, num_cols: int) -> jax.Array:
-    """Exponential(1) / 2 variates [num_rows, num_cols] from one key (one sweep's thresholds).
+def random_words(key: jax.Array, num_rows: int, num_cols: int, what: str) -> jax.Array:
+    """uint32 words [num_rows, num_cols]: word k of threefry_2x32(bits(key), 0, 1, 2, ...).
 
-    Word k of the stream threefry_2x32(bits(key), 0, 1, 2, ...) gives the uniform
-    u = (k >> 9) / 2^23 in [0, 1) and t = -log(1 - u) / 2, so P(t > x) = exp(-2x) up to
-    the 2^-23 resolution of u (the resolution of jax.random.uniform).
+    Row-major order; the first half of the rows are the first outputs of the counter
+    pairs, the rest the second outputs. `what` names the caller in the size error.
     """
     if num_rows * num_cols > 2**32:  # uint32 counters: beyond this the stream would repeat
         raise ValueError(
-            "exponential_thresholds: at most 2^32 thresholds per sweep (n * chains * "
-            f"temperatures), got {num_rows} x {num_cols}."
+            f"{what}: at most 2^32 random words per sweep (n * chains * temperatures), got "
+            f"{num_rows} x {num_cols}."
         )
     half = -(-num_rows // 2)
     rows = lax.broadcasted_iota(jnp.uint32, (half, num_cols), 0)
     counters = rows * jnp.uint32(num_cols) + lax.broadcasted_iota(jnp.uint32, rows.shape, 1)
     key_words = jax.random.bits(key, (2,), jnp.uint32)
     hi, lo = threefry2x32(key_words, counters, counters + jnp.uint32(half * num_cols))
-    bits = jnp.concatenate([hi, lo])[:num_rows]
+    return jnp.concatenate([hi, lo])[:num_rows]
+
+
+def exponential_thresholds(key: jax.Array, num_rows: int, num_cols: int) -> jax.Array:
+    """Exponential(1) / 2 variates [num_rows, num_cols] from one key (one sweep's thresholds).
+
+    Word k of `random_words` gives the uniform u = (k >> 9) / 2^23 in [0, 1) and
+    t = -log(1 - u) / 2, so P(t > x) = exp(-2x) up to the 2^-23 resolution of u (the
+    resolution of jax.random.uniform).
+    """
+    bits = random_words(key, num_rows, num_cols, "exponential_thresholds")
     one_to_two = lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32)
     return -0.5 * jnp.log(2.0 - one_to_two)  # 2 - [1, 2) = 1 - u, exact in float32
+
+
+def uniform_spins(key: jax.Array, num_rows: int, num_cols: int) -> jax.Array:
+    """Independent uniform ±1 float32 [num_rows, num_cols]: the top bits of `random_words`."""
+    bits = random_words(key, num_rows, num_cols, "uniform_spins")
+    return jnp.where(bits >> 31 == 1, 1.0, -1.0).astype(jnp.float32)
 
 
 def _split_point(j0: int, j1: int, sub_block_size: int) -> int:
@@ -382,10 +400,10 @@ def _sample(key, params, init_spins, *, betas, num_samples, num_chains, burn_in,
     num_cols, n_pad = num_temps * num_chains, blocks.b.shape[0]
     beta_arr = jnp.asarray(betas, jnp.float32)
     init_key, burn_key, sample_key = jax.random.split(key, 3)
-    if init_spins is None:
-        init_spins = jax.random.rademacher(init_key, (num_cols, n), jnp.float32)
+    if init_spins is None:  # generated site-major, as the state is stored
+        state = _state_from_sites(blocks, uniform_spins(init_key, n, num_cols))
     else:
-        init_spins = jnp.tile(init_spins, (num_temps, 1))
+        state = init_state(blocks, jnp.tile(init_spins, (num_temps, 1)))
     labels = jnp.broadcast_to(jnp.arange(num_temps)[:, None], (num_temps, num_chains))
 
     def one_sweep(phase_key, carry, i):
@@ -405,7 +423,7 @@ def _sample(key, params, init_spins, *, betas, num_samples, num_chains, burn_in,
             labels, swaps = _swap(swap_key, e, labels, beta_arr, i % 2)
         return (state, labels), (accepted, swaps)
 
-    carry = (init_state(blocks, init_spins), labels)
+    carry = (state, labels)
     carry, _ = lax.scan(lambda c, i: one_sweep(burn_key, c, i), carry, jnp.arange(burn_in))
 
     def record(carry, j):

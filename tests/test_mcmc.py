@@ -155,8 +155,18 @@ def test_threefry_matches_jax_and_thresholds_are_exponential():
     other = mcmc.exponential_thresholds(jax.random.key(25), 37, 301)
     np.testing.assert_array_equal(t, same)
     assert np.mean(np.asarray(other) == t) < 0.01
-    with pytest.raises(ValueError, match="at most 2\\^32 thresholds per sweep"):
+    with pytest.raises(ValueError, match="at most 2\\^32 random words per sweep"):
         mcmc.exponential_thresholds(jax.random.key(24), 2**16, 2**16 + 1)  # counters would wrap
+
+
+def test_uniform_spins_are_fair_independent_and_keyed():
+    s = np.asarray(mcmc.uniform_spins(jax.random.key(42), 37, 301))
+    assert s.dtype == np.float32 and set(np.unique(s)) == {-1.0, 1.0}
+    # Binomial(11137, 1/2) counts of +1 overall, and of agreeing neighbours along each axis.
+    for agree in ((s == 1).mean(), (s[1:] == s[:-1]).mean(), (s[:, 1:] == s[:, :-1]).mean()):
+        assert abs(agree - 0.5) < 5 * 0.5 / np.sqrt(s[1:].size), agree
+    np.testing.assert_array_equal(s, mcmc.uniform_spins(jax.random.key(42), 37, 301))
+    assert np.mean(np.asarray(mcmc.uniform_spins(jax.random.key(43), 37, 301)) == s) < 0.6
 
 
 def test_second_call_with_same_shapes_compiles_nothing():
