@@ -267,18 +267,21 @@ def sweep(
     num_blocks, bsz = blocks.inner.shape[:2]
 
     def block_step(carry, xs):
-        spins, fields = carry
+        spins, fields, flips = carry
         k, cols, inner, t = xs
         s_old = lax.dynamic_slice_in_dim(spins, k * bsz, bsz)
         h_blk = lax.dynamic_slice_in_dim(fields, k * bsz, bsz)
         delta = _block_pass(inner, s_old, h_blk, t, sub_block_size)
         fields = fields + column_product(cols, delta)
-        return (lax.dynamic_update_slice_in_dim(spins, s_old + delta, k * bsz, 0), fields), None
+        flips = flips + jnp.sum(delta != 0, axis=0)  # counted here: the old spins can be
+        spins = lax.dynamic_update_slice_in_dim(spins, s_old + delta, k * bsz, 0)  # overwritten
+        return (spins, fields, flips), None
 
     t = thresholds.reshape(num_blocks, bsz, -1)
     xs = (jnp.arange(num_blocks), blocks.cols, blocks.inner, t)
-    (spins, fields), _ = lax.scan(block_step, (state.spins, state.fields), xs)
-    return ChainState(spins, fields), jnp.sum(spins != state.spins, axis=0)
+    flips = jnp.zeros(state.spins.shape[1:], jnp.int32)
+    (spins, fields, flips), _ = lax.scan(block_step, (state.spins, state.fields, flips), xs)
+    return ChainState(spins, fields), flips
 
 
 def state_energy(blocks: Blocks, state: ChainState) -> jax.Array:
