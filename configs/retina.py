@@ -6,7 +6,7 @@ The raster is not part of the repository: config.data.path, or $ISINGJAX_DATA/
 bint_fishmovie32_100.mat (isingjax/io.py says where to download it and how to cite it).
 
 Variants: '' (40 neurons, M_train in (100, 400, 1600, 8000), 5 seeds; about 20 minutes on
-2 CPU cores) and 'quick' (20 neurons, M_train in (100, 800), within a few minutes). The DDPM
+2 CPU cores) and 'quick' (16 neurons, M_train in (100, 800), within a few minutes). The DDPM
 trains 1500 steps (augment's default is 3000) so that the default run fits its time.
 """
 
@@ -66,7 +66,7 @@ def get_config(arg: str | None = None):
     config.plots.hidden = 4  # k of the metrics-vs-M figure
 
     if arg == "quick":
-        config.model.n = 20
+        config.model.n = 16  # exact_ml enumerates 2^n states per iteration
         config.sweep.sample_sizes = (100, 800)
         config.fit.methods = ("plm", "erasure", "exact_ml")
         config.fit.num_samples = 8192

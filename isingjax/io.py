@@ -312,8 +312,7 @@ def retina_path(path: PathLike | None = None) -> Path:
     else:
         raise FileNotFoundError(
             f"no retina data file: config.data.path is empty and ${DATA_ENV} is not set; set "
-            f"one of them (${DATA_ENV} names the folder holding {RETINA_FILE}). "
-            + RETINA_SOURCE
+            f"one of them (${DATA_ENV} names the folder holding {RETINA_FILE}). " + RETINA_SOURCE
         )
     if not where.exists():
         raise FileNotFoundError(f"{where}: no such file ({how}). " + RETINA_SOURCE)

@@ -28,7 +28,6 @@ summary.md, generated/m<M>.npz, checkpoints/, figures/.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -88,20 +87,6 @@ def validate_config(config) -> None:
             ),
             ("data.validation_fraction", d.validation_fraction, fractions_ok, "in (0, 1)"),
             (
-                "sweep.sample_sizes",
-                config.sweep.sample_sizes,
-                len(config.sweep.sample_sizes) >= 1
-                and all(common.is_int(m, 10) for m in config.sweep.sample_sizes),
-                "a non-empty tuple of integers >= 10",
-            ),
-            (
-                "augment.ratios",
-                config.augment.ratios,
-                len(config.augment.ratios) >= 1
-                and all(common.is_int(x, 1) for x in config.augment.ratios),
-                "a non-empty tuple of integers >= 1 (K / M)",
-            ),
-            (
                 "fit.methods",
                 config.fit.methods,
                 len(config.fit.methods) >= 1
@@ -135,25 +120,13 @@ def validate_config(config) -> None:
             ),
             ("reconstruct.min_rate", r.min_rate, 0 <= r.min_rate < 1, "in [0, 1)"),
             (
-                "baselines.l2_grid",
-                config.baselines.l2_grid,
-                len(config.baselines.l2_grid) >= 1
-                and all(v > 0 and math.isfinite(v) for v in config.baselines.l2_grid),
-                "a non-empty tuple of positive values (plm l2_per_sample)",
-            ),
-            (
-                "baselines.holdout_fraction",
-                config.baselines.holdout_fraction,
-                0 < config.baselines.holdout_fraction < 1,
-                "in (0, 1)",
-            ),
-            (
                 "plots.hidden",
                 config.plots.hidden,
                 config.plots.hidden in r.hidden,
                 "one of reconstruct.hidden",
             ),
         ]
+        + augment.augmentation_checks(config)
         + diffusion_stage.config_checks(config)
     )
     common.check_options(config, set(config.fit.methods) | {"plm", config.criterion.method})

@@ -126,17 +126,7 @@ def fit_table(arrays) -> str:
         "τ_int",
         "PT",
     )
-    fields = (
-        "test_pnll",
-        "train_pnll",
-        "rmse_rates",
-        "rmse_corr",
-        "rmse_corr3",
-        "pk_tv",
-        "pk_kl",
-        "acceptance_rate",
-        "autocorr_time",
-    )
+    fields = FIT_FIELDS[:9]  # the MCMC diagnostics come last; 'tempered' gets its own column
     lines = ["| model | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for i, arm in enumerate(arrays["fit_arms"]):
         if arm == "test":
