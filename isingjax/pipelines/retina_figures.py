@@ -96,6 +96,9 @@ def _plot_lines(axes, arrays, x, select):
                 label=LABELS[arm],
             )
         ax.set_title(title, fontsize=9)
+        ax.set_xscale("log")
+        ax.set_xticks(x, [str(v) for v in x])
+        ax.minorticks_off()
     axes[0, 0].legend(fontsize=6)
 
 
@@ -105,7 +108,7 @@ def plot_vs_hidden(path, arrays):
     m = arrays["sample_sizes"][-1]
     _plot_lines(axes, arrays, arrays["hidden"], lambda x: x[-1].T)
     for ax in axes[0]:
-        ax.set(xscale="log", xlabel=f"hidden neurons k (M = {m})")
+        ax.set(xlabel=f"hidden neurons k (M = {m})")
     common.save_figure(fig, path)
 
 
@@ -115,5 +118,5 @@ def plot_vs_m(path, arrays, k):
     j = list(arrays["hidden"]).index(k)
     _plot_lines(axes, arrays, arrays["sample_sizes"], lambda x: x[:, :, j])
     for ax in axes[0]:
-        ax.set(xscale="log", xlabel=f"training patterns M (k = {k})")
+        ax.set(xlabel=f"training patterns M (k = {k})")
     common.save_figure(fig, path)
