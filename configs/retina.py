@@ -48,7 +48,9 @@ def get_config(arg: str | None = None):
     config.fit.methods = ("plm", "erasure")  # exact_ml only allowed when model.n <= 20
     config.fit.num_samples = 16384  # Metropolis samples per fitted model
     config.fit.tempering_above = 10.0  # parallel tempering when the autocorrelation time of
-    # a Metropolis run exceeds this many records (slow mixing)
+    # a Metropolis run exceeds this many records (slow mixing), or when
+    config.fit.init_gap_tol = 0.1  # the mean energies of data- and randomly-started chains
+    # differ by more than this many energy standard deviations (a trapping mode)
 
     config.reconstruct = ConfigDict()
     config.reconstruct.hidden = (1, 2, 4, 8, 16)  # k neurons hidden per test pattern (<= 20)

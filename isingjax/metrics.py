@@ -87,7 +87,7 @@ def unique_fraction(spins: jax.Array, weights: jax.Array | None = None) -> jax.A
     the samples of positive weight)."""
     present = _weights(spins, weights) > 0
     if spins.shape[-1] > MAX_INDEX_N:  # no int32 index: compare rows (O(K^2 n))
-        k = spins.shape[0]
+        spins, k = jnp.asarray(spins), spins.shape[0]
 
         def seen_before(i):
             same = _equal_rows(spins, spins[i]) & present & (jnp.arange(k) < i)
@@ -107,6 +107,7 @@ def copy_fraction(
     set [M, n]."""
     w = _weights(generated, weights)
     if generated.shape[-1] > MAX_INDEX_N:  # no int32 index: compare rows (O(K M n))
+        train = jnp.asarray(train)
         copied = jax.lax.map(lambda x: jnp.any(_equal_rows(train, x)), generated, batch_size=256)
         return jnp.sum(w * copied) / jnp.sum(w)
     train_index = jnp.sort(_indices(train, "copy_fraction"))

@@ -1,5 +1,7 @@
 """Sample-set metrics of generated spins against brute-force NumPy references."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,10 +97,9 @@ def test_unique_and_copy_fraction_beyond_int32_indices_match_numpy():
     ref_unique = len(np.unique(gen20[weights > 0], axis=0)) / np.sum(weights > 0)
     in_train = np.array([any((row == t).all() for t in train20) for row in gen20])
     ref_copy = np.sum(weights * in_train) / np.sum(weights)
-    for gen, train in ((gen20, train20), (gen40, train40)):
-        got_unique = ij.metrics.unique_fraction(jnp.asarray(gen), jnp.asarray(weights))
+    cases = [(gen20, train20), (gen40, train40)]
+    for (gen, train), array in itertools.product(cases, (np.asarray, jnp.asarray)):
+        got_unique = ij.metrics.unique_fraction(array(gen), jnp.asarray(weights))
         np.testing.assert_allclose(got_unique, ref_unique, rtol=1e-6)
-        got_copy = ij.metrics.copy_fraction(
-            jnp.asarray(gen), jnp.asarray(train), jnp.asarray(weights)
-        )
+        got_copy = ij.metrics.copy_fraction(array(gen), array(train), jnp.asarray(weights))
         np.testing.assert_allclose(got_copy, ref_copy, rtol=1e-6)

@@ -285,11 +285,12 @@ def _fit_section(config, sel, root, m_fit):
             None,
         ),
     }
+    starts = train[:, : config.sampler.num_chains]  # the chains' first states (random bins)
     for method in config.fit.methods:
         est, conv = jax.jit(jax.vmap(diffusion_stage.fit_with_converged_fn(config, method)))(train)
         index = list(inference.METHODS).index(method)
         keys = jax.vmap(lambda k, i=index: jax.random.fold_in(k, i))(seed_keys["mcmc"])
-        samples, diag = fit_checks.sample_models(config, keys, est)
+        samples, diag = fit_checks.sample_models(config, keys, est, starts)
         pnll = jax.jit(jax.vmap(fit_checks.pseudo_nll))
         model_stats = stats(samples)
         rows[method] = (

@@ -85,23 +85,46 @@ def independent_nll(rates: jax.Array, spins: jax.Array) -> jax.Array:
     return -jnp.mean(jnp.sum(jnp.log(p), axis=1))
 
 
-def sample_models(config, keys, params: IsingParams):
-    """Metropolis samples [S, N, n] of each seed's model (vmapped over seeds), rerun with
-    parallel tempering when the largest integrated autocorrelation time exceeds
-    config.fit.tempering_above records; returns (samples, diagnostics dict of [S] arrays)."""
+def sample_models(config, keys, params: IsingParams, starts: jax.Array):
+    """Samples [S, N, n] of each seed's model (vmapped over seeds) and diagnostics.
+
+    Metropolis runs twice: chains started from training patterns starts [S, chains, n]
+    and chains started uniformly at random. A model with a second, metastable mode (the
+    sparse retina patterns can give one of high activity) traps the chains of one start
+    and not of the other, which the autocorrelation time of a single run cannot see; so
+    when the mean energies of the two runs differ by more than config.fit.init_gap_tol
+    standard deviations of the energy, or the autocorrelation time exceeds
+    config.fit.tempering_above records, the samples come from parallel tempering (started
+    from the training patterns), else from the data-started Metropolis run.
+    Diagnostics [S]: acceptance_rate, autocorr_time, init_gap (that difference) and
+    tempered (whether parallel tempering made the samples)."""
     s = config.sampler
     sizes = {"num_samples": config.fit.num_samples, "num_chains": s.num_chains}
     sizes |= {"burn_in": s.burn_in, "thin": s.thin}
-    run = jax.jit(jax.vmap(lambda k, p: mcmc.metropolis(k, p, **sizes)))
-    samples, info = run(keys, params)
-    tempered = bool(np.max(np.asarray(info.autocorr_time)) > config.fit.tempering_above)
+    data_start = jax.jit(jax.vmap(lambda k, p, x: mcmc.metropolis(k, p, init_spins=x, **sizes)))
+    samples, info = data_start(keys, params, starts)
+    random_start = jax.jit(jax.vmap(lambda k, p: mcmc.metropolis(k, p, **sizes)))
+    _, other = random_start(jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys), params)
+    e_data, e_other = info.energy_trace, other.energy_trace  # [S, per chain, chains]
+    spread = jnp.sqrt(0.5 * (jnp.var(e_data, axis=(1, 2)) + jnp.var(e_other, axis=(1, 2))))
+    gap = jnp.abs(jnp.mean(e_data, axis=(1, 2)) - jnp.mean(e_other, axis=(1, 2))) / spread
+    tau = jnp.maximum(info.autocorr_time, other.autocorr_time)
+    tempered = bool(
+        np.max(np.asarray(gap)) > config.fit.init_gap_tol
+        or np.max(np.asarray(tau)) > config.fit.tempering_above
+    )
     if tempered:
         betas = mcmc.geometric_betas(s.num_temps, s.beta_min)
-        run = jax.jit(jax.vmap(lambda k, p: mcmc.parallel_tempering(k, p, betas=betas, **sizes)))
-        samples, info = run(keys, params)
+        run = jax.jit(
+            jax.vmap(
+                lambda k, p, x: mcmc.parallel_tempering(k, p, betas=betas, init_spins=x, **sizes)
+            )
+        )
+        samples, info = run(keys, params, starts)
     diagnostics = {
         "acceptance_rate": info.acceptance_rate,
-        "autocorr_time": info.autocorr_time,
-        "tempered": jnp.full(info.acceptance_rate.shape, tempered),
+        "autocorr_time": jnp.maximum(info.autocorr_time, tau if not tempered else 0.0),
+        "init_gap": gap,
+        "tempered": jnp.full(gap.shape, tempered),
     }
     return samples, diagnostics

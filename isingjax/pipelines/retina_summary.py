@@ -46,6 +46,7 @@ FIT_FIELDS = (
     "pk_kl",
     "acceptance_rate",
     "autocorr_time",
+    "init_gap",
     "tempered",
     "converged",
 )
@@ -124,9 +125,10 @@ def fit_table(arrays) -> str:
         "KL(P_test(K)‖P(K))",
         "MCMC acc.",
         "τ_int",
+        "start gap",
         "PT",
     )
-    fields = FIT_FIELDS[:9]  # the MCMC diagnostics come last; 'tempered' gets its own column
+    fields = FIT_FIELDS[:10]  # 'tempered' and 'converged' get their own marks
     lines = ["| model | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for i, arm in enumerate(arrays["fit_arms"]):
         if arm == "test":
@@ -200,7 +202,9 @@ def summary_sections(arrays) -> list[tuple[str, str]]:
             f"Is the Ising model any good? Fits on M = {m_fit} training patterns against the "
             "test repeats, mean ± s.e. over seeds (statistics of sigma in {0, 1}; −PLL: "
             "negative pseudo-log-likelihood per pattern, nats, exact −log-likelihood for the "
-            "independent model; τ_int in recorded samples; PT: parallel tempering used; "
+            "independent model; τ_int in recorded samples; start gap: |mean energy of "
+            "data-started − randomly started Metropolis chains| in energy standard deviations; "
+            "PT: parallel tempering made the samples; "
             "†: some seed's fit did not converge)",
             fit_table(arrays),
         ),
