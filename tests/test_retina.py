@@ -208,7 +208,7 @@ def tiny_config(path):
     config = small_config(n=6)
     config.data.path = str(path)
     config.num_seeds = 2
-    config.sweep.sample_sizes = (40,)
+    config.sweep.sample_sizes = (150,)  # of the 180 bins of the 9 training repeats
     config.augment.ratios = (1,)
     config.fit.methods = ("plm", "exact_ml")
     config.fit.num_samples = 512
