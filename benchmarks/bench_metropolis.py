@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 import isingjax as ij
-from isingjax import mcmc, runtime
+from isingjax import mcmc, mcmc_kernels, runtime
 
 HEADLINE_CHAINS, BURN_IN = 4096, 20
 
@@ -112,37 +112,38 @@ def numpy_rate(n, chains):
 def profile_sweep(n, chains, sweeps=4, rounds=5):
     """Seconds per sweep: random numbers, products alone, sweep with fixed thresholds, all."""
     params = ij.sk_model(jax.random.key(0), n, beta=1.0, bias_std=0.1)
-    blocks = mcmc.make_blocks(params, mcmc.default_block_size(n))
-    bsz = blocks.cols.shape[2]
-    state = mcmc.init_state(blocks, jax.random.rademacher(jax.random.key(2), (chains, n)))
-    fixed = mcmc.exponential_thresholds(jax.random.key(3), n, chains)
+    blocks = mcmc_kernels.make_blocks(params, mcmc.default_block_size(n))
+    bsz = blocks.inner.shape[1]
+    state = mcmc_kernels.init_state(blocks, jax.random.rademacher(jax.random.key(2), (chains, n)))
+    fixed = mcmc_kernels.exponential_thresholds(jax.random.key(3), n, chains)
     steps = jnp.arange(sweeps)
 
     def thresholds(key, i):
-        return mcmc.exponential_thresholds(jax.random.fold_in(key, i), n, chains)
+        return mcmc_kernels.exponential_thresholds(jax.random.fold_in(key, i), n, chains)
 
     @jax.jit
-    def rng_only(key):  # every threshold is consumed, so none is skipped
+    def rng_only(key, blocks, state):  # every threshold is consumed, so none is skipped
         return lax.scan(lambda c, i: (c + thresholds(key, i), None), fixed, steps)[0]
 
     @jax.jit
-    def products_only(key):  # the n / B products h += w[:, block] @ delta of a sweep
+    def products_only(key, blocks, state):  # the n / B products h += w[:, block] @ delta of a sweep
         def block(fields, xs):
             k, cols = xs
-            return fields + cols @ lax.dynamic_slice_in_dim(state.spins, k * bsz, bsz), None
+            delta = lax.dynamic_slice_in_dim(state.spins, k * bsz, bsz)
+            return fields + mcmc_kernels.column_product(cols, delta), None
 
         xs = (jnp.arange(blocks.cols.shape[0]), blocks.cols)
         body = lambda f, i: (lax.scan(block, f, xs)[0], None)  # noqa: E731
         return lax.scan(body, state.fields, steps)[0]
 
     @jax.jit
-    def sweep_only(key):
-        body = lambda s, i: (mcmc.sweep(blocks, s, fixed + 0 * i)[0], None)  # noqa: E731
+    def sweep_only(key, blocks, state):
+        body = lambda s, i: (mcmc_kernels.sweep(blocks, s, fixed + 0 * i)[0], None)  # noqa: E731
         return lax.scan(body, state, steps)[0].spins
 
     @jax.jit
-    def both(key):
-        body = lambda s, i: (mcmc.sweep(blocks, s, thresholds(key, i))[0], None)  # noqa: E731
+    def both(key, blocks, state):
+        body = lambda s, i: (mcmc_kernels.sweep(blocks, s, thresholds(key, i))[0], None)  # noqa: E731
         return lax.scan(body, state, steps)[0].spins
 
     key = jax.random.key(4)
@@ -152,13 +153,13 @@ def profile_sweep(n, chains, sweeps=4, rounds=5):
         "sweep, fixed thresholds": sweep_only,
         "whole sweep": both,
     }
-    for f in parts.values():
-        f(key).block_until_ready()  # compile
+    for f in parts.values():  # blocks and state are arguments, not compiled-in constants
+        f(key, blocks, state).block_until_ready()  # compile
     best = dict.fromkeys(parts, np.inf)
     for _ in range(rounds):  # interleaved, so a change of load hits every part alike
         for name, f in parts.items():
             start = time.perf_counter()
-            f(key).block_until_ready()
+            f(key, blocks, state).block_until_ready()
             best[name] = min(best[name], (time.perf_counter() - start) / sweeps)
     return best
 

@@ -9,12 +9,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from isingjax import runtime
-from isingjax.pipelines import augment, common, guided, inverse, sample
+from isingjax.pipelines import augment, common, guided, inverse, retina, sample
 
 PIPELINES = {
     "augment": augment.run,
     "guided": guided.run,
     "inverse": inverse.run,
+    "retina": retina.run,
     "sample": sample.run,
 }
 

@@ -278,3 +278,119 @@ def read_jsonl(path: PathLike) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+# --- Spike rasters (the salamander retina recordings and plain [samples, neurons] tables) ---
+
+RETINA_FILE = "bint_fishmovie32_100.mat"
+RETINA_VARIABLE = "bint"
+DATA_ENV = "ISINGJAX_DATA"
+RETINA_SOURCE = (
+    "Download it from the IST Austria data repository (dataset 'Multi-electrode array "
+    "recording from salamander retinal ganglion cells', DOI 10.15479/AT:ISTA:61; published "
+    f"as IST-2017-61-v1+1_{RETINA_FILE}; also listed on figshare, item 5009840) and follow "
+    "its terms. Cite the dataset and Tkačik G, Marre O, Amodei D, Schneidman E, Bialek W, "
+    "Berry MJ II, 'Searching for collective behavior in a large network of sensory neurons', "
+    "PLoS Comput Biol 10(1): e1003408 (2014)."
+)
+
+
+def retina_path(path: PathLike | None = None) -> Path:
+    """Where the retina raster is: `path` when given (non-empty), else
+    $ISINGJAX_DATA/bint_fishmovie32_100.mat.
+
+    Raises:
+      FileNotFoundError: naming the place looked at, how to point there, where to
+        download the file and how to cite it.
+    """
+    if path:
+        where = Path(path)
+        how = "the path given in the config (config.data.path)"
+    elif os.environ.get(DATA_ENV):
+        where = Path(os.environ[DATA_ENV]) / RETINA_FILE
+        how = f"${DATA_ENV}/{RETINA_FILE}"
+    else:
+        raise FileNotFoundError(
+            f"no retina data file: config.data.path is empty and ${DATA_ENV} is not set; set "
+            f"one of them (${DATA_ENV} names the folder holding {RETINA_FILE}). " + RETINA_SOURCE
+        )
+    if not where.exists():
+        raise FileNotFoundError(f"{where}: no such file ({how}). " + RETINA_SOURCE)
+    return where
+
+
+def load_raster(
+    path: PathLike, *, name: str | None = None, bins_per_repeat: int | None = None
+) -> np.ndarray:
+    """Loads a binary spike raster as ±1 spins [num_repeats, num_bins, num_neurons] (int8).
+
+    Two layouts are read:
+      * the published retina layout: a 3-D array [repeats, neurons, bins] (the .mat
+        variable `bint` of Tkačik et al. 2014), entry 1 when the neuron spiked in the bin;
+      * a plain 2-D raster [samples, neurons] (.mat, .npy or .npz). Its rows are cut into
+        repeats of `bins_per_repeat` consecutive samples (default 1: every sample is its
+        own repeat), so splits by repeat never separate the bins of one repeat.
+    Entries must be all 0/1 (mapped to s = 2x - 1) or all -1/+1; the encoding is read
+    from the data (a negative entry means -1/+1).
+
+    Args:
+      path: a .mat, .npy or .npz file.
+      name: the .mat variable or .npz array; default `bint` when present, else the only one.
+      bins_per_repeat: for 2-D rasters, samples per repeat (must divide the sample count).
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ValueError: unsupported extension, unreadable file, missing or ambiguous variable,
+        non-numeric, empty, wrong number of dimensions, a NaN/inf entry, an entry not in
+        {0, 1} / {-1, 1}, or a bins_per_repeat that does not divide the samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = _check_path(path)
+    if suffix not in (".mat", ".npy", ".npz"):
+        raise ValueError(f"{path}: spike rasters are read from .mat, .npy or .npz, not {suffix}")
+    if name is None and suffix in (".mat", ".npz"):
+        name = _default_raster_name(path, suffix)
+    x = np.asarray(_read(path, suffix, name))
+    where = f"{path}" + (f" (variable {name!r})" if name else "")
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{where}: entries have non-numeric dtype {x.dtype}; expected 0/1 or ±1")
+    if x.size == 0:
+        raise ValueError(f"{where}: the raster is empty (shape {x.shape})")
+    if x.ndim == 3:
+        rows = x.transpose(0, 2, 1).reshape(-1, x.shape[1])  # [repeats * bins, neurons]
+        source = f"{where} [repeats, neurons, bins] read as rows repeat * {x.shape[2]} + bin"
+        shape = (x.shape[0], x.shape[2], x.shape[1])
+    elif x.ndim == 2:
+        per = 1 if bins_per_repeat is None else bins_per_repeat
+        if not isinstance(per, int | np.integer) or per < 1 or x.shape[0] % per:
+            raise ValueError(
+                f"{where}: bins_per_repeat must be an integer >= 1 dividing the "
+                f"{x.shape[0]} samples, got {bins_per_repeat!r}"
+            )
+        rows, source, shape = x, where, (x.shape[0] // per, per, x.shape[1])
+    else:
+        raise ValueError(
+            f"{where}: the raster has shape {x.shape} ({x.ndim}-D); expected 3-D [repeats, "
+            "neurons, bins] (the published retina layout) or 2-D [samples, neurons]"
+        )
+    negative = x.dtype.kind in "if" and bool(np.any(np.nan_to_num(rows) < 0))
+    spins = validate_spins(rows, encoding="pm1" if negative else "01", source=source)
+    return spins.astype(np.int8).reshape(shape)
+
+
+def _default_raster_name(path: Path, suffix: str) -> str | None:
+    """`bint` when the file holds it, else None (the only variable is read)."""
+    if suffix == ".mat":
+        try:
+            names = [n for n, _, _ in scipy.io.whosmat(path)]
+        except (NotImplementedError, ValueError, OSError) as e:
+            raise ValueError(f"{path}: cannot be read as a MAT-file ({e})") from e
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.files)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path}: cannot be read as {suffix} ({e})") from e
+    return RETINA_VARIABLE if RETINA_VARIABLE in names else None

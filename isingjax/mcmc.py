@@ -1,28 +1,7 @@
 """Single-spin-flip Metropolis and parallel tempering, many chains at once.
 
-A sweep visits the sites in order 0..n-1 and proposes to flip each; the flip of
-site i changes the energy by dE = 2 s_i h_i with the cached local field
-h = w s + b, and is accepted with probability min(1, exp(-dE)). We draw
-t ~ Exponential(1) / 2 per attempt and accept iff s_i h_i < t / beta, which is the
-same test (P(Exp(1) > x) = exp(-x)) with one transcendental per attempt, computed
-for a whole sweep at once outside the sequential loop. The uniforms behind t are
-23-bit mantissas of threefry-2x32 words (Salmon et al. 2011), the generator of
-jax.random, keyed per sweep by the caller's key; `threefry2x32` is that function
-written out with constant rotations, which XLA fuses into one vectorized loop
-(bit-identical to `jax.extend.random.threefry_2x32`, and several times faster
-on CPU than the generic lowering).
-
-Blocked updates, two levels: sites are processed in blocks of `block_size` (B),
-each split into sub-blocks of `sub_block_size` (b = 4). Inside a sub-block the sites
-are visited one by one and each sees the earlier flips of its sub-block through b
-scalar-times-vector terms; a sub-block's fields first receive the flips of the
-block's earlier sub-blocks as one small product w[sub, :j] @ delta[:j]; after the
-block, every field receives the block's flips as one product h += w[:, block] @ delta.
-This is the same Markov chain as updating all n fields after every flip
-(block_size=1): the blocking only regroups the sums that make up each field.
-
-Chains are the batch axis. Internally states are stored site-major
-([n, num_chains]) so a site's values over chains are contiguous.
+The sweep, its random numbers and the blocked field updates are in
+`isingjax.mcmc_kernels`.
 
 Parallel tempering (Swendsen & Wang 1986; Geyer 1991; Hukushima & Nemoto 1996)
 runs R replicas per chain at inverse temperatures beta_1 < ... < beta_R = 1
@@ -42,28 +21,30 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from isingjax.mcmc_kernels import (
+    exponential_thresholds,
+    init_state,
+    make_blocks,
+    state_energy,
+    state_from_sites,
+    sweep,
+    uniform_spins,
+)
 from isingjax.models import IsingParams, check_params
 
 MAX_BLOCK_SIZE = 256  # the sites of a block are unrolled into the compiled sweep
-SUB_BLOCK_SIZE = 4  # sites per sub-block (4 was fastest on CPU at n = 256 and 1024)
 
 
 def default_block_size(n: int) -> int:
     """Block size used when the caller gives none: min(n, 64).
 
     Larger blocks make the field update's products [n, B] @ [B, C] more efficient but
-    the in-block pass longer (B sites unrolled, B / 4 sub-block products of growing
-    size) and slower to compile; on CPU, 64 was the fastest of 32, 64 and 128 at
-    n = 256 and n = 1024 with 4096 chains.
+    the in-block pass longer (B sites unrolled, B / 4 - 1 products inside the block)
+    and slower to compile; on CPU at n = 256 with 4096 chains, 64 was faster than 32
+    and as fast as 128, which takes longer to compile (64 was also the fastest of the
+    three at n = 1024 before the in-block pass was split recursively).
     """
     return min(n, 64)
-
-
-class ChainState(NamedTuple):
-    """State of num_chains * R Markov chains, site-major."""
-
-    spins: jax.Array  # [n_pad, num_columns] ±1
-    fields: jax.Array  # [n_pad, num_columns] local fields h = w s + b
 
 
 class SamplerInfo(NamedTuple):
@@ -82,144 +63,6 @@ class SamplerInfo(NamedTuple):
     energy_trace: jax.Array
     autocorr_time: jax.Array
     swap_rates: jax.Array
-
-
-class Blocks(NamedTuple):
-    cols: jax.Array  # [num_blocks, n_pad, B]: w[:, block]
-    inner: jax.Array  # [num_blocks, B, B]: w[block, block]
-    b: jax.Array  # [n_pad]
-
-
-def make_blocks(params: IsingParams, block_size: int) -> Blocks:
-    """Splits w into column blocks [num_blocks, n_pad, B] and their diagonal blocks."""
-    n = params.b.shape[0]
-    num_blocks = -(-n // block_size)
-    n_pad = num_blocks * block_size
-    w = jnp.pad(params.w.astype(jnp.float32), ((0, n_pad - n), (0, n_pad - n)))
-    cols = w.reshape(n_pad, num_blocks, block_size).transpose(1, 0, 2)
-    idx = jnp.arange(num_blocks)[:, None] * block_size + jnp.arange(block_size)
-    inner = jax.vmap(lambda c, i: c[i])(cols, idx)
-    return Blocks(cols, inner, jnp.pad(params.b.astype(jnp.float32), (0, n_pad - n)))
-
-
-def init_state(blocks: Blocks, spins: jax.Array) -> ChainState:
-    """Chain state from spins [num_columns, n] (padding sites are +1 and uncoupled)."""
-    n_pad = blocks.b.shape[0]
-    s = jnp.pad(
-        spins.T.astype(jnp.float32), ((0, n_pad - spins.shape[1]), (0, 0)), constant_values=1
-    )
-    w = blocks.cols.transpose(1, 0, 2).reshape(n_pad, n_pad)
-    return ChainState(s, w @ s + blocks.b[:, None])
-
-
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-
-
-def threefry2x32(key_words: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Threefry-2x32 with 20 rounds (Salmon et al. 2011) on counter pairs (x0, x1).
-
-    Args:
-      key_words: [2] uint32 key.
-      x0, x1: uint32 counters of one shape.
-
-    Returns:
-      Two uint32 arrays of that shape; `concatenate` of them equals
-      `jax.extend.random.threefry_2x32(key_words, concatenate([x0, x1]))`.
-    """
-    k0, k1 = key_words[0], key_words[1]
-    ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(0x1BD11BDA))
-    x0, x1 = x0 + ks[0], x1 + ks[1]
-    for r in range(5):
-        for rot in _ROTATIONS[r % 2]:
-            x0 = x0 + x1
-            x1 = ((x1 << jnp.uint32(rot)) | (x1 >> jnp.uint32(32 - rot))) ^ x0
-        x0 = x0 + ks[(r + 1) % 3]
-        x1 = x1 + ks[(r + 2) % 3] + jnp.uint32(r + 1)
-    return x0, x1
-
-
-def exponential_thresholds(key: jax.Array, num_rows: int, num_cols: int) -> jax.Array:
-    """Exponential(1) / 2 variates [num_rows, num_cols] from one key (one sweep's thresholds).
-
-    Word k of the stream threefry_2x32(bits(key), 0, 1, 2, ...) gives the uniform
-    u = (k >> 9) / 2^23 in [0, 1) and t = -log(1 - u) / 2, so P(t > x) = exp(-2x) up to
-    the 2^-23 resolution of u (the resolution of jax.random.uniform).
-    """
-    if num_rows * num_cols > 2**32:  # uint32 counters: beyond this the stream would repeat
-        raise ValueError(
-            "exponential_thresholds: at most 2^32 thresholds per sweep (n * chains * "
-            f"temperatures), got {num_rows} x {num_cols}."
-        )
-    half = -(-num_rows // 2)
-    rows = lax.broadcasted_iota(jnp.uint32, (half, num_cols), 0)
-    counters = rows * jnp.uint32(num_cols) + lax.broadcasted_iota(jnp.uint32, rows.shape, 1)
-    key_words = jax.random.bits(key, (2,), jnp.uint32)
-    hi, lo = threefry2x32(key_words, counters, counters + jnp.uint32(half * num_cols))
-    bits = jnp.concatenate([hi, lo])[:num_rows]
-    one_to_two = lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32)
-    return -0.5 * jnp.log(2.0 - one_to_two)  # 2 - [1, 2) = 1 - u, exact in float32
-
-
-def _sub_block_pass(inner, s_old, h_blk, t, sub_block_size):
-    """Sequential flips of one block [B, C]: returns delta = s_new - s_old [B, C].
-
-    Sub-block [j0, j1) starts from its block-start fields plus w[sub, :j0] @ delta[:j0];
-    site i adds w_iq delta_q for the earlier sites q of its sub-block.
-    """
-    bsz = s_old.shape[0]
-    deltas = []
-    for j0 in range(0, bsz, sub_block_size):
-        j1 = min(j0 + sub_block_size, bsz)
-        h = h_blk[j0:j1]
-        if j0:
-            h = h + inner[j0:j1, :j0] @ jnp.stack(deltas)
-        for i in range(j0, j1):
-            h_i = h[i - j0]
-            for q in range(j0, i):
-                h_i = h_i + inner[i, q] * deltas[q]
-            s_i = s_old[i]
-            deltas.append(jnp.where(s_i * h_i < t[i], -2.0 * s_i, 0.0))
-    return jnp.stack(deltas)
-
-
-def sweep(
-    blocks: Blocks,
-    state: ChainState,
-    thresholds: jax.Array,
-    *,
-    sub_block_size: int = SUB_BLOCK_SIZE,
-) -> tuple[ChainState, jax.Array]:
-    """One sequential sweep over all sites; site i flips iff s_i h_i < thresholds[i].
-
-    Args:
-      blocks: coupling blocks from `make_blocks`.
-      state: ChainState with [n_pad, C] arrays.
-      thresholds: [n_pad, C] (-inf on padding sites, so they never flip).
-      sub_block_size: sites per sub-block (static; the chain does not depend on it).
-
-    Returns:
-      (new state, number of flips per column [C]).
-    """
-    num_blocks, _, bsz = blocks.cols.shape
-
-    def block_step(carry, xs):
-        spins, fields = carry
-        k, cols, inner, t = xs
-        s_old = lax.dynamic_slice_in_dim(spins, k * bsz, bsz)
-        h_blk = lax.dynamic_slice_in_dim(fields, k * bsz, bsz)
-        delta = _sub_block_pass(inner, s_old, h_blk, t, sub_block_size)
-        fields = fields + cols @ delta
-        return (lax.dynamic_update_slice_in_dim(spins, s_old + delta, k * bsz, 0), fields), None
-
-    t = thresholds.reshape(num_blocks, bsz, -1)
-    xs = (jnp.arange(num_blocks), blocks.cols, blocks.inner, t)
-    (spins, fields), _ = lax.scan(block_step, (state.spins, state.fields), xs)
-    return ChainState(spins, fields), jnp.sum(spins != state.spins, axis=0)
-
-
-def state_energy(blocks: Blocks, state: ChainState) -> jax.Array:
-    """E = -1/2 sum_i s_i (h_i + b_i) for each column [C] (uses the cached fields)."""
-    return -0.5 * jnp.sum(state.spins * (state.fields + blocks.b[:, None]), axis=0)
 
 
 def integrated_autocorr_time(x: jax.Array, c: float = 5.0) -> jax.Array:
@@ -336,10 +179,10 @@ def _sample(key, params, init_spins, *, betas, num_samples, num_chains, burn_in,
     num_cols, n_pad = num_temps * num_chains, blocks.b.shape[0]
     beta_arr = jnp.asarray(betas, jnp.float32)
     init_key, burn_key, sample_key = jax.random.split(key, 3)
-    if init_spins is None:
-        init_spins = jax.random.rademacher(init_key, (num_cols, n), jnp.float32)
+    if init_spins is None:  # generated site-major, as the state is stored
+        state = state_from_sites(blocks, uniform_spins(init_key, n, num_cols))
     else:
-        init_spins = jnp.tile(init_spins, (num_temps, 1))
+        state = init_state(blocks, jnp.tile(init_spins, (num_temps, 1)))
     labels = jnp.broadcast_to(jnp.arange(num_temps)[:, None], (num_temps, num_chains))
 
     def one_sweep(phase_key, carry, i):
@@ -359,7 +202,7 @@ def _sample(key, params, init_spins, *, betas, num_samples, num_chains, burn_in,
             labels, swaps = _swap(swap_key, e, labels, beta_arr, i % 2)
         return (state, labels), (accepted, swaps)
 
-    carry = (init_state(blocks, init_spins), labels)
+    carry = (state, labels)
     carry, _ = lax.scan(lambda c, i: one_sweep(burn_key, c, i), carry, jnp.arange(burn_in))
 
     def record(carry, j):

@@ -77,10 +77,24 @@ def _indices(spins: jax.Array, fn: str) -> jax.Array:
     return exact.spins_to_index(spins)
 
 
+def _equal_rows(rows: jax.Array, x: jax.Array) -> jax.Array:
+    """Which ±1 rows [K, n] equal x [n]: their dot product is n (exact in float32)."""
+    return rows @ x == x.shape[-1]
+
+
 def unique_fraction(spins: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Number of distinct states in spins [K, n] divided by K (with weights [K]: among
     the samples of positive weight)."""
     present = _weights(spins, weights) > 0
+    if spins.shape[-1] > MAX_INDEX_N:  # no int32 index: compare rows (O(K^2 n))
+        spins, k = jnp.asarray(spins), spins.shape[0]
+
+        def seen_before(i):
+            same = _equal_rows(spins, spins[i]) & present & (jnp.arange(k) < i)
+            return jnp.any(same)
+
+        first = present & ~jax.lax.map(seen_before, jnp.arange(k), batch_size=256)
+        return jnp.sum(first) / jnp.sum(present)
     key = jnp.sort(jnp.where(present, _indices(spins, "unique_fraction"), INT_MAX))
     first = jnp.concatenate([jnp.ones(1, bool), key[1:] != key[:-1]]) & (key != INT_MAX)
     return jnp.sum(first) / jnp.sum(present)
@@ -91,10 +105,14 @@ def copy_fraction(
 ) -> jax.Array:
     """(Weighted) fraction of generated samples [K, n] whose state occurs in the training
     set [M, n]."""
+    w = _weights(generated, weights)
+    if generated.shape[-1] > MAX_INDEX_N:  # no int32 index: compare rows (O(K M n))
+        train = jnp.asarray(train)
+        copied = jax.lax.map(lambda x: jnp.any(_equal_rows(train, x)), generated, batch_size=256)
+        return jnp.sum(w * copied) / jnp.sum(w)
     train_index = jnp.sort(_indices(train, "copy_fraction"))
     index = _indices(generated, "copy_fraction")
     pos = jnp.clip(jnp.searchsorted(train_index, index), 0, train_index.shape[0] - 1)
-    w = _weights(generated, weights)
     return jnp.sum(w * (train_index[pos] == index)) / jnp.sum(w)
 
 

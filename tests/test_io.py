@@ -198,3 +198,100 @@ def test_append_after_a_partial_line_keeps_the_new_record(tmp_path):
         f.write('{"cell": 1, "va')  # a write cut short by a kill
     io.append_jsonl(path, {"cell": 2})
     assert io.read_jsonl(path) == [{"cell": 0}, {"cell": 2}]
+
+
+# --- Spike rasters ---
+
+
+def _published(rng, repeats=4, neurons=5, bins=7):
+    """A raster in the published retina layout [repeats, neurons, bins], uint8 0/1."""
+    return (rng.random((repeats, neurons, bins)) < 0.3).astype(np.uint8)
+
+
+def test_load_raster_published_layout_round_trips(tmp_path):
+    bint = _published(np.random.default_rng(0))
+    scipy.io.savemat(tmp_path / "r.mat", {"bint": bint, "other": np.zeros(3)})
+    spins = io.load_raster(tmp_path / "r.mat")  # 'bint' is chosen among two variables
+    assert spins.shape == (4, 7, 5) and spins.dtype == np.int8
+    for r in range(4):
+        for t in range(7):
+            np.testing.assert_array_equal(spins[r, t], 2 * bint[r, :, t].astype(int) - 1)
+
+
+@pytest.mark.parametrize("pm1", [False, True])
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".mat"])
+def test_load_raster_plain_rasters(tmp_path, suffix, pm1):
+    x = (np.random.default_rng(1).random((6, 3)) < 0.5).astype(np.int8)
+    stored = 2 * x - 1 if pm1 else x
+    path = tmp_path / f"r{suffix}"
+    if suffix == ".npy":
+        np.save(path, stored)
+    elif suffix == ".npz":
+        _write_npz(path, spikes=stored)
+    else:
+        _write_mat(path, spikes=stored.astype(np.float64))
+    spins = io.load_raster(path)
+    np.testing.assert_array_equal(spins, (2 * x - 1)[:, None, :])  # a repeat per sample
+    blocks = io.load_raster(path, bins_per_repeat=2)
+    np.testing.assert_array_equal(blocks.reshape(6, 3), 2 * x - 1)
+    assert blocks.shape == (3, 2, 3)
+
+
+def _nan_raster():
+    x = np.zeros((2, 3, 4))
+    x[1, 2, 3] = np.nan
+    return x
+
+
+@pytest.mark.parametrize(
+    "array, kwargs, match",
+    [
+        (np.zeros(5), {}, r"1-D\); expected 3-D \[repeats, neurons, bins\]"),
+        (np.zeros((2, 2, 2, 2)), {}, "4-D"),
+        (np.full((2, 3, 4), 2, np.uint8), {}, "is 2; with encoding='01' every entry"),
+        (np.array([[0, 1], [-1, 1]]), {}, r"entry \[0, 0\] is 0; with encoding='pm1'"),
+        (_nan_raster(), {}, "is nan, not finite"),
+        (np.zeros((0, 160, 953)), {}, "empty"),
+        (
+            np.zeros((4, 3)),
+            {"bins_per_repeat": 3},
+            "bins_per_repeat must be an integer >= 1 dividing",
+        ),
+        (np.zeros((2, 3)), {"name": "nope"}, "no variable named 'nope'"),
+    ],
+)
+def test_load_raster_rejects(tmp_path, array, kwargs, match):
+    # .mat keeps at least 2 dimensions, so the layouts are tested as .npy; names as .mat
+    path = tmp_path / ("bad.mat" if "name" in kwargs else "bad.npy")
+    if "name" in kwargs:
+        _write_mat(path, bint=array)
+    else:
+        np.save(path, array)
+    with pytest.raises(ValueError, match=match):
+        io.load_raster(path, **kwargs)
+
+
+def test_load_raster_ambiguous_and_unsupported(tmp_path):
+    _write_mat(tmp_path / "two.mat", a=np.zeros((2, 2)), b=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="holds 2 variables"):
+        io.load_raster(tmp_path / "two.mat")
+    (tmp_path / "r.txt").write_text("0 1\n")
+    with pytest.raises(ValueError, match="read from .mat, .npy or .npz"):
+        io.load_raster(tmp_path / "r.txt")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        io.load_raster(tmp_path / "absent.mat")
+
+
+def test_retina_path_says_where_to_get_the_data(tmp_path, monkeypatch):
+    monkeypatch.delenv(io.DATA_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match="ISINGJAX_DATA is not set") as error:
+        io.retina_path("")
+    for needed in ("10.15479/AT:ISTA:61", "5009840", "e1003408", "Tkačik"):
+        assert needed in str(error.value)
+    monkeypatch.setenv(io.DATA_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / io.RETINA_FILE))):
+        io.retina_path(None)
+    (tmp_path / io.RETINA_FILE).write_bytes(b"")
+    assert io.retina_path("") == tmp_path / io.RETINA_FILE
+    with pytest.raises(FileNotFoundError, match="config.data.path.*IST Austria"):
+        io.retina_path(tmp_path / "elsewhere.mat")

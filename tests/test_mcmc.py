@@ -9,7 +9,7 @@ from jax.extend.random import threefry_2x32
 from scipy import stats
 
 import isingjax as ij
-from isingjax import exact, mcmc
+from isingjax import exact, mcmc, mcmc_kernels
 from tests.reference import brute_force
 
 
@@ -103,12 +103,12 @@ def test_sweep_matches_numpy_rank1_reference(block_size, sub_block_size):
     params = ij.sk_model(jax.random.key(20), n, beta=1.0, bias_std=0.3)
     params = jax.tree.map(lambda x: jnp.round(x * 64) / 64, params)
     spins = np.asarray(jax.random.rademacher(jax.random.key(21), (chains, n), jnp.float32))
-    thresholds = np.asarray(mcmc.exponential_thresholds(jax.random.key(22), n, chains))
-    blocks = mcmc.make_blocks(params, block_size)
+    thresholds = np.asarray(mcmc_kernels.exponential_thresholds(jax.random.key(22), n, chains))
+    blocks = mcmc_kernels.make_blocks(params, block_size)
     n_pad = blocks.b.shape[0]
     t_pad = np.pad(thresholds, ((0, n_pad - n), (0, 0)), constant_values=-np.inf)
-    state, flips = jax.jit(mcmc.sweep, static_argnames="sub_block_size")(
-        blocks, mcmc.init_state(blocks, spins), t_pad, sub_block_size=sub_block_size
+    state, flips = jax.jit(mcmc_kernels.sweep, static_argnames="sub_block_size")(
+        blocks, mcmc_kernels.init_state(blocks, spins), t_pad, sub_block_size=sub_block_size
     )
     w, b = np.asarray(params.w, np.float64), np.asarray(params.b, np.float64)
     expected = numpy_sweep(w, b, spins.T, thresholds)
@@ -119,23 +119,55 @@ def test_sweep_matches_numpy_rank1_reference(block_size, sub_block_size):
     np.testing.assert_allclose(state.fields[:n], w @ expected + b[:, None])
 
 
+def test_bfloat16_split_is_exact_and_column_product_matches_float64():
+    rng = np.random.default_rng(0)
+    magnitudes = 10.0 ** rng.uniform(-30, 30, 4000)
+    x = jnp.asarray((magnitudes * rng.choice([-1, 1], 4000)).astype(np.float32))
+    parts = mcmc_kernels.split_bfloat16(x)
+    assert all(p.dtype == jnp.bfloat16 for p in parts)
+    total = sum(np.asarray(p, np.float64) for p in parts)  # float64: no rounding in the sum
+    np.testing.assert_array_equal(total, np.asarray(x, np.float64))
+    # The product of the parts against flips in {-2, 0, 2}, against float64 w @ delta.
+    n, block, chains = 24, 8, 16
+    params = ij.sk_model(jax.random.key(40), n, beta=1.0)
+    blocks = mcmc_kernels.make_blocks(params, block)
+    delta = 2.0 * jax.random.randint(jax.random.key(41), (block, chains), -1, 2).astype(jnp.float32)
+    w = np.asarray(params.w, np.float64)
+    for k in range(n // block):
+        got = np.asarray(mcmc_kernels.column_product(blocks.cols[k], delta))
+        expected = w[:, k * block : (k + 1) * block] @ np.asarray(delta, np.float64)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(mcmc_kernels.block_weights(blocks), params.w)
+
+
 def test_threefry_matches_jax_and_thresholds_are_exponential():
     key_words = jax.random.bits(jax.random.key(23), (2,), jnp.uint32)
     counters = jnp.arange(2 * 1001, dtype=jnp.uint32) * jnp.uint32(2654435761)
-    hi, lo = mcmc.threefry2x32(key_words, counters[:1001], counters[1001:])
+    hi, lo = mcmc_kernels.threefry2x32(key_words, counters[:1001], counters[1001:])
     expected = threefry_2x32(key_words, counters)
     np.testing.assert_array_equal(jnp.concatenate([hi, lo]), expected)
     # 2 t ~ Exponential(1): Kolmogorov-Smirnov against the closed-form CDF, and keyed.
-    t = np.asarray(mcmc.exponential_thresholds(jax.random.key(24), 37, 301), np.float64)
+    t = np.asarray(mcmc_kernels.exponential_thresholds(jax.random.key(24), 37, 301), np.float64)
     chex.assert_shape(t, (37, 301))
     assert stats.kstest(2 * t.ravel(), "expon").pvalue > 1e-3
     assert stats.kstest(2 * t[:, 0], "expon").pvalue > 1e-3  # columns are not copies
-    same = mcmc.exponential_thresholds(jax.random.key(24), 37, 301)
-    other = mcmc.exponential_thresholds(jax.random.key(25), 37, 301)
+    same = mcmc_kernels.exponential_thresholds(jax.random.key(24), 37, 301)
+    other = mcmc_kernels.exponential_thresholds(jax.random.key(25), 37, 301)
     np.testing.assert_array_equal(t, same)
     assert np.mean(np.asarray(other) == t) < 0.01
-    with pytest.raises(ValueError, match="at most 2\\^32 thresholds per sweep"):
-        mcmc.exponential_thresholds(jax.random.key(24), 2**16, 2**16 + 1)  # counters would wrap
+    with pytest.raises(ValueError, match="at most 2\\^32 random words per sweep"):
+        # the uint32 counters would wrap
+        mcmc_kernels.exponential_thresholds(jax.random.key(24), 2**16, 2**16 + 1)
+
+
+def test_uniform_spins_are_fair_independent_and_keyed():
+    s = np.asarray(mcmc_kernels.uniform_spins(jax.random.key(42), 37, 301))
+    assert s.dtype == np.float32 and set(np.unique(s)) == {-1.0, 1.0}
+    # Binomial(11137, 1/2) counts of +1 overall, and of agreeing neighbours along each axis.
+    for agree in ((s == 1).mean(), (s[1:] == s[:-1]).mean(), (s[:, 1:] == s[:, :-1]).mean()):
+        assert abs(agree - 0.5) < 5 * 0.5 / np.sqrt(s[1:].size), agree
+    np.testing.assert_array_equal(s, mcmc_kernels.uniform_spins(jax.random.key(42), 37, 301))
+    assert np.mean(np.asarray(mcmc_kernels.uniform_spins(jax.random.key(43), 37, 301)) == s) < 0.6
 
 
 def test_second_call_with_same_shapes_compiles_nothing():

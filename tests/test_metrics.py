@@ -1,5 +1,7 @@
 """Sample-set metrics of generated spins against brute-force NumPy references."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,3 +81,25 @@ def test_energy_summary_weighted_quantiles_and_held_out_nll():
     log_z, _, _ = brute_force(params.w, params.b)
     nll = np.mean(e) + log_z  # -log P = E + log Z
     np.testing.assert_allclose(ij.metrics.held_out_nll(params, jnp.asarray(spins)), nll, rtol=1e-5)
+
+
+def test_unique_and_copy_fraction_beyond_int32_indices_match_numpy():
+    # n = 40 > MAX_INDEX_N: rows are compared directly; NumPy's row uniqueness is the
+    # reference, and padding n = 20 data with constant columns must not change anything.
+    rng = np.random.default_rng(3)
+    base = np.where(rng.random((12, 20)) < 0.5, 1.0, -1.0).astype(np.float32)
+    gen20 = base[rng.integers(0, 12, 60)]
+    train20 = base[:5]
+    pad = np.ones((1, 20), np.float32)
+    gen40 = np.concatenate([gen20, np.repeat(pad, 60, 0)], axis=1)
+    train40 = np.concatenate([train20, np.repeat(pad, 5, 0)], axis=1)
+    weights = (rng.random(60) < 0.7).astype(np.float32)
+    ref_unique = len(np.unique(gen20[weights > 0], axis=0)) / np.sum(weights > 0)
+    in_train = np.array([any((row == t).all() for t in train20) for row in gen20])
+    ref_copy = np.sum(weights * in_train) / np.sum(weights)
+    cases = [(gen20, train20), (gen40, train40)]
+    for (gen, train), array in itertools.product(cases, (np.asarray, jnp.asarray)):
+        got_unique = ij.metrics.unique_fraction(array(gen), jnp.asarray(weights))
+        np.testing.assert_allclose(got_unique, ref_unique, rtol=1e-6)
+        got_copy = ij.metrics.copy_fraction(array(gen), array(train), jnp.asarray(weights))
+        np.testing.assert_allclose(got_copy, ref_copy, rtol=1e-6)

@@ -81,49 +81,17 @@ summary_table = augment_summary.summary_table
 
 
 def validate_config(config) -> None:
-    sizes, methods = config.sweep.sample_sizes, config.inference.methods
+    methods = config.inference.methods
     common.check_fields(
         common.model_checks(config)
         + [
             ("model.n", config.model.n, config.model.n <= exact.MAX_N, f"<= {exact.MAX_N}"),
             common.bias_scaling_check(config),
             (
-                "sweep.sample_sizes",
-                sizes,
-                len(sizes) >= 1 and all(common.is_int(m, 10) for m in sizes),
-                "a non-empty tuple of integers >= 10",
-            ),
-            (
-                "augment.ratios",
-                config.augment.ratios,
-                len(config.augment.ratios) >= 1
-                and all(common.is_int(r, 1) for r in config.augment.ratios),
-                "a non-empty tuple of integers >= 1 (K / M)",
-            ),
-            (
                 "inference.methods",
                 methods,
                 len(methods) >= 1 and set(methods) <= set(inference.METHODS),
                 f"a non-empty tuple drawn from {tuple(inference.METHODS)}",
-            ),
-            (
-                "baselines.l2_grid",
-                config.baselines.l2_grid,
-                len(config.baselines.l2_grid) >= 1
-                and all(v > 0 and math.isfinite(v) for v in config.baselines.l2_grid),
-                "a non-empty tuple of positive values (plm l2_per_sample)",
-            ),
-            (
-                "augment.allow_nonfinite",
-                config.augment.allow_nonfinite,
-                isinstance(config.augment.allow_nonfinite, bool),
-                "True or False",
-            ),
-            (
-                "baselines.holdout_fraction",
-                config.baselines.holdout_fraction,
-                0 < config.baselines.holdout_fraction < 1,
-                "in (0, 1)",
             ),
             (
                 "selection.rules",
@@ -137,8 +105,8 @@ def validate_config(config) -> None:
                 "selection.num_folds",
                 config.selection.num_folds,
                 common.is_int(config.selection.num_folds, 2)
-                and all(common.is_int(m, 10) for m in sizes)
-                and config.selection.num_folds <= min(sizes, default=0),
+                and all(common.is_int(m, 10) for m in config.sweep.sample_sizes)
+                and config.selection.num_folds <= min(config.sweep.sample_sizes, default=0),
                 "an integer in [2, min(sweep.sample_sizes)]",
             ),
             (
@@ -148,10 +116,52 @@ def validate_config(config) -> None:
                 "an integer >= 1",
             ),
         ]
+        + augmentation_checks(config)
         + diffusion_stage.config_checks(config)
         + generator_stage.config_checks(config)
     )
     common.check_options(config, set(methods) | {config.criterion.method})
+
+
+def augmentation_checks(config) -> list:
+    """check_fields entries of sweep.sample_sizes, augment.* and baselines.* (the fields
+    every augmentation pipeline reads: the sample sizes, the K / M ratios and the tuned-L2
+    baseline of `tuned_l2`)."""
+    sizes = config.sweep.sample_sizes
+    return [
+        (
+            "sweep.sample_sizes",
+            sizes,
+            len(sizes) >= 1 and all(common.is_int(m, 10) for m in sizes),
+            "a non-empty tuple of integers >= 10",
+        ),
+        (
+            "augment.ratios",
+            config.augment.ratios,
+            len(config.augment.ratios) >= 1
+            and all(common.is_int(r, 1) for r in config.augment.ratios),
+            "a non-empty tuple of integers >= 1 (K / M)",
+        ),
+        (
+            "baselines.l2_grid",
+            config.baselines.l2_grid,
+            len(config.baselines.l2_grid) >= 1
+            and all(v > 0 and math.isfinite(v) for v in config.baselines.l2_grid),
+            "a non-empty tuple of positive values (plm l2_per_sample)",
+        ),
+        (
+            "augment.allow_nonfinite",
+            config.augment.allow_nonfinite,
+            isinstance(config.augment.allow_nonfinite, bool),
+            "True or False",
+        ),
+        (
+            "baselines.holdout_fraction",
+            config.baselines.holdout_fraction,
+            0 < config.baselines.holdout_fraction < 1,
+            "in (0, 1)",
+        ),
+    ]
 
 
 def _keys(root, seed):

@@ -157,17 +157,21 @@ def _criterion_fn(config, diffusion):
         raw = diffusion.generate_raw(params, key, config.criterion.num_samples)
         x = sampling.threshold(raw)
         e_gen, e_obs = energy(inferred, x), energy(inferred, observed)
-        return {
+        out = {
             "var_gen_inferred": jnp.var(e_gen),
             "var_obs_inferred": jnp.var(e_obs),
             "var_gen_se": criterion.variance_se(e_gen),
             "var_obs_se": criterion.variance_se(e_obs),
             "num_nonfinite": jnp.sum(~jnp.isfinite(raw)),
+            "copy_fraction": metrics.copy_fraction(x, observed),
+            "unique_fraction": metrics.unique_fraction(x),
+        }
+        if truth is None:  # real data: no true model to score against
+            return out
+        return out | {
             "var_gen_true": jnp.var(energy(truth, x)),
             "var_obs_true": jnp.var(energy(truth, observed)),
             "mean_gen_true": jnp.mean(energy(truth, x)),
-            "copy_fraction": metrics.copy_fraction(x, observed),
-            "unique_fraction": metrics.unique_fraction(x),
             "mse_augmented": metrics.param_mse(fit(jnp.concatenate([observed, x])), truth)["all"],
             "mse_observed": metrics.param_mse(inferred, truth)["all"],
         }
@@ -214,7 +218,8 @@ def train_and_select(
 ):
     """Trains one DDPM per seed on observed [S, M, n] (resuming from checkpoints/<tag>),
     measures the criterion at every checkpoint (records {"kind": "criterion"} | meta in
-    metrics.jsonl, skipping recorded ones) and returns (sampling parameters of each
+    metrics.jsonl, skipping recorded ones; truth may be None for real data, which leaves
+    out the measurements against a true model) and returns (sampling parameters of each
     seed's chosen checkpoint, stacked over seeds; the chosen steps)."""
     d, path = config.diffusion, workdir / "metrics.jsonl"
     num_seeds = observed.shape[0]

@@ -1,0 +1,361 @@
+"""Pipeline `retina`: the real-data study on the salamander retina raster (Tkačik et al.,
+PLoS Comput Biol 10: e1003408, 2014), the real-data part of Lim, Lee & Jo (PRE 111,
+045302, 2025).
+
+Per seed (vmapped): the split by movie repeat, the neurons and the patterns of
+retina_data.py. Then
+1. "Is the Ising model any good": the estimators of config.fit.methods fitted on the
+   max(M) training patterns are sampled with ij.metropolis (parallel tempering when the
+   chains mix slowly) and compared with the test patterns (retina_fit.py): rates,
+   pairwise and third-order connected correlations, P(K), held-out pseudo-log-likelihood,
+   beside the independent-neuron model and the training patterns themselves.
+2. Missing-spike reconstruction for every M of sweep.sample_sizes, arms
+     plm           the M training patterns alone (inference.options.plm),
+     diffusion_max plm on them + K = max(ratios) M DDPM samples (diffusion_stage: one DDPM
+                   per seed, checkpoint chosen by the energy-variance criterion),
+     diffusion_val the same with K chosen among 0 and ratios * M by the pseudo-likelihood
+                   of the validation repeats,
+     l2            plm with the penalty tuned on held-out training patterns (augment.tuned_l2),
+     diffusion_l2  the same tuning with the K = max(ratios) M DDPM samples added,
+   beside the all-silent and independent-neuron baselines: every k of reconstruct.hidden
+   neurons of each test pattern hidden and reconstructed (retina_reconstruct.py).
+
+Outputs: config.json, split.json (the repeats and neurons of every seed), metrics.jsonl,
+results.jsonl (one line per (section, M, arm, k, seed); a rerun resumes), results.npz,
+summary.md, generated/m<M>.npz, checkpoints/, figures/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax import lax
+
+from isingjax import exact, inference, io, metrics, runtime, sweeps
+from isingjax.diffusion import sampling
+from isingjax.pipelines import augment, common, diffusion_stage
+from isingjax.pipelines import retina_data as data
+from isingjax.pipelines import retina_figures as figures
+from isingjax.pipelines import retina_fit as fit_checks
+from isingjax.pipelines import retina_reconstruct as recon
+from isingjax.pipelines import retina_summary as summary
+
+COORDS = summary.COORDS
+RESUMABLE = ("sweep.sample_sizes", "reconstruct.hidden")  # prefixes: finished cells stay valid
+
+
+def validate_config(config) -> None:
+    d, r = config.data, config.reconstruct
+    fractions_ok = 0 < d.test_fraction < 1 and 0 < d.validation_fraction < 1
+    common.check_fields(
+        [
+            ("model.n", config.model.n, common.is_int(config.model.n, 2), "an integer >= 2"),
+            ("num_seeds", config.num_seeds, common.is_int(config.num_seeds, 1), ">= 1"),
+            (
+                "data.neurons",
+                d.neurons,
+                d.neurons in data.NEURON_RULES,
+                f"one of {data.NEURON_RULES}",
+            ),
+            (
+                "data.indices",
+                d.indices,
+                d.neurons != "indices"
+                or (
+                    len(set(d.indices)) == config.model.n
+                    and all(common.is_int(i, 0) for i in d.indices)
+                ),
+                "model.n distinct integers >= 0 when data.neurons == 'indices'",
+            ),
+            (
+                "data.bins_per_repeat",
+                d.bins_per_repeat,
+                common.is_int(d.bins_per_repeat, 1),
+                "an integer >= 1",
+            ),
+            (
+                "data.test_fraction",
+                d.test_fraction,
+                fractions_ok and d.test_fraction + d.validation_fraction < 1,
+                "in (0, 1), with validation_fraction summing to < 1",
+            ),
+            ("data.validation_fraction", d.validation_fraction, fractions_ok, "in (0, 1)"),
+            (
+                "fit.methods",
+                config.fit.methods,
+                len(config.fit.methods) >= 1
+                and set(config.fit.methods) <= set(inference.METHODS)
+                and ("exact_ml" not in config.fit.methods or config.model.n <= exact.MAX_N),
+                f"a non-empty tuple from {tuple(inference.METHODS)} (exact_ml needs model.n "
+                f"<= {exact.MAX_N})",
+            ),
+            (
+                "fit.num_samples",
+                config.fit.num_samples,
+                common.is_int(config.fit.num_samples, 1)
+                and config.fit.num_samples % config.sampler.num_chains == 0,
+                f"a positive multiple of sampler.num_chains ({config.sampler.num_chains})",
+            ),
+            (
+                "reconstruct.hidden",
+                r.hidden,
+                len(r.hidden) >= 1
+                and all(
+                    common.is_int(k, 1) and k <= min(exact.MAX_N, config.model.n - 1)
+                    for k in r.hidden
+                ),
+                f"a non-empty tuple of integers in [1, min({exact.MAX_N}, model.n - 1)]",
+            ),
+            (
+                "reconstruct.num_patterns",
+                r.num_patterns,
+                common.is_int(r.num_patterns, 1),
+                "an integer >= 1",
+            ),
+            ("reconstruct.min_rate", r.min_rate, 0 <= r.min_rate < 1, "in [0, 1)"),
+            (
+                "plots.hidden",
+                config.plots.hidden,
+                config.plots.hidden in r.hidden,
+                "one of reconstruct.hidden",
+            ),
+        ]
+        + augment.augmentation_checks(config)
+        + diffusion_stage.config_checks(config)
+    )
+    common.check_options(config, set(config.fit.methods) | {"plm", config.criterion.method})
+
+
+def generated_path(workdir, m) -> Path:
+    return Path(workdir) / "generated" / f"m{m}.npz"
+
+
+def _generated(config, diffusion, workdir, root, m, observed):
+    """DDPM samples [S, K_max, n] of each seed's chosen checkpoint (trained on its M
+    patterns [S, M, n]) and the non-finite counts [S] of their raw output; cached."""
+    path = generated_path(workdir, m)
+    if path.exists():
+        cached = np.load(path)
+        spins, nonfinite = cached["spins"].astype(np.float32), cached["num_nonfinite"]
+    else:
+        seeds = jnp.arange(config.num_seeds)
+        seed_keys = jax.vmap(lambda s: data.keys(root, s))(seeds)
+        params, chosen = diffusion_stage.train_and_select(
+            config,
+            diffusion,
+            workdir,
+            {"num_samples": m},
+            tag=path.stem,
+            train_keys=jax.vmap(lambda k: jax.random.fold_in(k, m))(seed_keys["diffusion"]),
+            criterion_keys=seed_keys["criterion"],
+            observed=observed,
+            truth=None,
+        )
+        k_max = max(config.augment.ratios) * m
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, m))(seed_keys["generate"])
+        raw = diffusion.generate_raw_seeds(params, keys, k_max)
+        nonfinite = np.asarray(jnp.sum(~jnp.isfinite(raw), axis=(1, 2)))
+        spins = np.asarray(sampling.threshold(raw))
+        for i, step in enumerate(chosen):
+            record = {"kind": "generator", "num_samples": m, "seed": i, "chosen_step": step}
+            record |= {"num_nonfinite": int(nonfinite[i])}
+            record |= {"copy_fraction": float(metrics.copy_fraction(spins[i], observed[i]))}
+            record |= {"unique_fraction": float(metrics.unique_fraction(spins[i]))}
+            io.append_jsonl(workdir / "metrics.jsonl", record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            path,
+            spins=spins.astype(np.int8),
+            chosen_steps=np.asarray(chosen),
+            num_nonfinite=nonfinite,
+        )
+    if np.any(nonfinite > 0) and not config.augment.allow_nonfinite:
+        raise RuntimeError(
+            f"retina: the generator of M={m} produced non-finite values (per seed: "
+            f"{np.asarray(nonfinite).tolist()}); set config.augment.allow_nonfinite=True "
+            "to use them anyway (the cells are flagged in summary.md)."
+        )
+    return spins, nonfinite
+
+
+def make_stage_fn(config, m: int):
+    """jit(vmap over seeds): fn(inputs, root) -> reconstruction scores of every arm."""
+    ratios = jnp.asarray(config.augment.ratios)
+    k_max = max(config.augment.ratios) * m
+    fit = diffusion_stage.fit_with_converged_fn(config, "plm")
+    masks = jnp.concatenate(
+        [jnp.ones((len(ratios), m)), (jnp.arange(k_max)[None, :] < ratios[:, None] * m)], axis=1
+    ).astype(jnp.float32)
+    hidden_sizes = tuple(config.reconstruct.hidden)
+
+    def one_seed(inputs, root):
+        observed, generated = inputs["observed"], inputs["generated"]
+        keys = data.keys(root, inputs["seed"])
+        est_plm, conv_plm = fit(observed)
+        both = jnp.concatenate([observed, generated])
+        augmented, conv_aug = lax.map(lambda w: fit(both, w), masks)  # [ratios]
+        candidates = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), est_plm, augmented)
+        val_nll = jax.vmap(lambda p: fit_checks.pseudo_nll(p, inputs["validation"]))(candidates)
+        pick = jnp.argmin(val_nll)
+        conv_all = jnp.concatenate([conv_plm[None], conv_aug])
+        split = jax.random.fold_in(keys["l2"], m)
+        est_l2, best_l2, conv_l2 = augment.tuned_l2(config, observed, split)
+        est_dl2, best_dl2, conv_dl2 = augment.tuned_l2(config, observed, split, generated)
+        arms = {
+            "plm": (est_plm, conv_plm, {}),
+            "diffusion_max": (
+                jax.tree.map(lambda x: x[-1], augmented),
+                conv_aug[-1] & conv_plm,
+                {},
+            ),
+            "diffusion_val": (
+                jax.tree.map(lambda x: x[pick], candidates),
+                conv_all[pick],
+                {"ratio": jnp.concatenate([jnp.zeros(1, ratios.dtype), ratios])[pick]},
+            ),
+            "l2": (est_l2, conv_l2, {"l2_per_sample": best_l2}),
+            "diffusion_l2": (est_dl2, conv_dl2, {"l2_per_sample": best_dl2}),
+        }
+        patterns, order = inputs["recon"], inputs["hidden"]
+        rates = recon.independent_rates(observed)
+        out = {}
+        for arm, (est, conv, extra) in arms.items():
+            per_arm = {"converged": conv, "test_pnll": fit_checks.pseudo_nll(est, inputs["test"])}
+            scores = {
+                f"k{k}": recon.model_scores(est, patterns, order[:, :k]) for k in hidden_sizes
+            }
+            out[arm] = {"arm": per_arm | extra, "hidden": scores}
+        base = {k: recon.baseline_scores(rates, patterns, order[:, :k]) for k in hidden_sizes}
+        indep_nll = fit_checks.independent_nll(rates, inputs["test"])
+        for arm in ("independent", "silent"):
+            out[arm] = {"arm": {}, "hidden": {f"k{k}": base[k][arm] for k in base}}
+        out["independent"]["arm"]["test_pnll"] = indep_nll
+        return out
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
+
+
+def _recon_records(out, m, config, nonfinite):
+    for arm, fields in out.items():
+        scalars = fields["arm"]
+        for k in config.reconstruct.hidden:
+            for seed in range(config.num_seeds):
+                record = {"section": "recon", "num_samples": m, "arm": arm, "hidden": k}
+                record |= {"seed": seed}
+                record |= {f: _scalar(v[seed]) for f, v in scalars.items()}
+                record |= {f: _scalar(v[seed]) for f, v in fields["hidden"][f"k{k}"].items()}
+                if arm.startswith("diffusion"):
+                    record["num_nonfinite"] = int(nonfinite[seed])
+                yield record
+
+
+def _scalar(value):
+    value = np.asarray(value).item()
+    return bool(value) if isinstance(value, bool) else float(value)
+
+
+def _fit_section(config, sel, root, m_fit):
+    """Records of section 'fit' (hidden = 0): every method, the independent model and the
+    training patterns, compared with the test patterns of each seed."""
+    seeds = jnp.arange(config.num_seeds)
+    seed_keys = jax.vmap(lambda s: data.keys(root, s))(seeds)
+    train = jnp.asarray(sel["train"][:, :m_fit])
+    test = jnp.asarray(sel["test"])
+    stats = jax.jit(lambda x: lax.map(fit_checks.statistics, x))
+    test_stats, train_stats = stats(test), stats(train)
+    num = config.fit.num_samples
+    rates = jax.vmap(recon.independent_rates)(train)
+    independent = jax.vmap(lambda k, r: 2.0 * jax.random.bernoulli(k, r, (num, r.shape[0])) - 1.0)(
+        seed_keys["independent"], rates
+    )
+    compare = jax.jit(jax.vmap(lambda a, b, size: fit_checks.compare(a, b, size), (0, 0, None)))
+    nll = jax.jit(jax.vmap(fit_checks.independent_nll))
+    rows = {
+        "test": ({}, test_stats),
+        "train_data": (compare(train_stats, test_stats, m_fit), train_stats),
+        "independent": (
+            compare(stats(independent), test_stats, num)
+            | {"test_pnll": nll(rates, test), "train_pnll": nll(rates, train)},
+            None,
+        ),
+    }
+    starts = train[:, : config.sampler.num_chains]  # the chains' first states (random bins)
+    for method in config.fit.methods:
+        est, conv = jax.jit(jax.vmap(diffusion_stage.fit_with_converged_fn(config, method)))(train)
+        index = list(inference.METHODS).index(method)
+        keys = jax.vmap(lambda k, i=index: jax.random.fold_in(k, i))(seed_keys["mcmc"])
+        samples, diag = fit_checks.sample_models(config, keys, est, starts)
+        pnll = jax.jit(jax.vmap(fit_checks.pseudo_nll))
+        model_stats = stats(samples)
+        rows[method] = (
+            compare(model_stats, test_stats, num)
+            | diag
+            | {"converged": conv, "test_pnll": pnll(est, test), "train_pnll": pnll(est, train)},
+            model_stats,
+        )
+    rows["independent"] = (rows["independent"][0], stats(independent))
+    for arm, (values, arm_stats) in rows.items():
+        for seed in range(config.num_seeds):
+            record = {"section": "fit", "num_samples": m_fit, "arm": arm, "hidden": 0}
+            record |= {"seed": seed} | {f: _scalar(v[seed]) for f, v in values.items()}
+            record["pk"] = np.asarray(arm_stats["pk"][seed]).tolist()
+            if seed == 0:  # the scatter figure shows one seed's correlations
+                record["corr"] = np.asarray(arm_stats["corr"][seed]).tolist()
+            yield record
+
+
+def _write_split(workdir, sel, config):
+    split = {
+        "neurons": sel["neurons"].tolist(),
+        "train_repeats": sel["train_repeats"].tolist(),
+        "validation_repeats": sel["validation_repeats"].tolist(),
+        "test_repeats": sel["test_repeats"].tolist(),
+    }
+    (Path(workdir) / "split.json").write_text(json.dumps(split) + "\n")
+    return split
+
+
+def run(config, workdir) -> list[dict]:
+    """Runs the retina study; returns its result records."""
+    validate_config(config)
+    raster = data.load(config)
+    data.check_data(config, raster.shape)
+    workdir, results_path = common.prepare_workdir(config, workdir, RESUMABLE)
+    start, root = time.time(), jax.random.key(config.seed)
+    sel = data.select(config, raster, root)
+    del raster
+    split = _write_split(workdir, sel, config)
+    done = sweeps.finished(results_path, COORDS)
+    m_fit = max(config.sweep.sample_sizes)
+    if not set(summary.fit_cells(config, m_fit)) <= done:
+        logging.info("retina: goodness-of-fit checks at M=%d", m_fit)
+        sweeps.append_cells(results_path, _fit_section(config, sel, root, m_fit), done, COORDS)
+    diffusion = diffusion_stage.Diffusion(config)
+    todo = [m for m in config.sweep.sample_sizes if not set(summary.recon_cells(config, m)) <= done]
+    progress = runtime.Progress("retina: reconstruction blocks (M)", len(todo))
+    for m in todo:
+        observed = sel["train"][:, :m]
+        generated, nonfinite = _generated(config, diffusion, workdir, root, m, observed)
+        inputs = {"seed": np.arange(config.num_seeds, dtype=np.int32), "observed": observed}
+        inputs |= {"generated": generated}
+        inputs |= {key: sel[key] for key in ("validation", "test", "recon", "hidden")}
+        out = sweeps.run_over_seeds(make_stage_fn(config, m), inputs, root)
+        sweeps.append_cells(results_path, _recon_records(out, m, config, nonfinite), done, COORDS)
+        progress.step(f"M={m}")
+    records = io.read_jsonl(results_path)
+    arrays = summary.write_npz(workdir / "results.npz", records, config, split)
+    sections = summary.summary_sections(arrays)
+    common.write_summary(workdir, "retina", sections, config, time.time() - start)
+    out = workdir / "figures"
+    figures.plot_pk(out / "pk.png", records, config)
+    figures.plot_correlations(out / "correlations.png", records, config)
+    figures.plot_vs_hidden(out / "reconstruction_vs_k.png", arrays)
+    figures.plot_vs_m(out / "reconstruction_vs_m.png", arrays, config.plots.hidden)
+    logging.info("retina: done in %.1fs; outputs in %s", time.time() - start, workdir)
+    return records
