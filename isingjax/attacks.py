@@ -16,10 +16,20 @@ softplus(-2 s_i h_i). The prediction is correct when the margin s_i h_i > 0.
   (`min_flips`, exact). Certified robust accuracy at k is the fraction of patterns whose
   prediction is correct and needs more than k flips to change.
 
+* Multi-output (one pattern against all n conditionals at once, each still predicting
+  the pattern's own s_i): `greedy_flips` (coordinate ascent of the total log-loss over
+  k flips, each step the exact best single flip) and `pgd_round` (PGD on the relaxed box,
+  then the k spins that moved furthest flipped); both report the best attack of at most
+  k flips for every k.
+* `evasion_core` runs every attack on a batch of test patterns and budgets (what a
+  pipeline vmaps over seeds); `evaluate` is its public entry point, checked and jitted
+  once per shape.
+
 Image-classifier attack libraries (Foolbox, CleverHans, ART) assume softmax heads over
 continuous pixels; here the predictor is a conditional of a pairwise model over ±1
 spins, so the attacks are written on `jax.grad` and the exact structure of h_i.
-Every function takes one pattern [n] and one target; vmap over patterns and targets.
+The single-target functions take one pattern [n] and one target; vmap over patterns and
+targets.
 Budgets are traced scalars, so a budget sweep is one vmapped call.
 """
 
