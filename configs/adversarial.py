@@ -3,43 +3,29 @@ augmentation: evasion attacks on the inferred conditionals and poisoning of the 
 data (directly, and through the generator).
 
 Variants: '' (n = 20, both betas, M in (100, 400), 8 seeds, plm and nmf, a DDPM of
-1000 steps with the criterion every 250: about 15 min on 2 CPU cores), 'quick' (n = 12,
-4 seeds, M = 100: a few minutes) and 'paper' (more seeds, every estimator, the paper's
-DDPM, longer attacks: for accelerators).
+1000 steps with the criterion every 250; runs/adversarial-v1 took about 40 min on 2 CPU
+cores shared with three other jobs, the 15-min target assumes idle cores), 'quick'
+(n = 12, 4 seeds, M = 100, a 500-step DDPM) and 'paper' (16 seeds, every estimator,
+M up to 1600, K = 4 M, the paper's DDPM, longer attacks: for accelerators).
 """
 
 from ml_collections import ConfigDict
 
+from configs import augment
 from isingjax import base_config
 
 
 def get_config(arg: str | None = None):
-    config = base_config.default()
+    # The model, estimators, DDPM, criterion and tuned-L2 baseline of `augment`
+    # (n = 20, betas (0.5, 1), bias std beta / sqrt(n), 8 seeds), with what differs here.
+    config = augment.get_config()
     config.experiment = "adversarial"
-    config.num_seeds = 8
-    config.model.n = 20
-    config.model.betas = (0.5, 1.0)
-    config.model.bias_std = 1.0
-    config.model.bias_scaling = "beta/sqrt(n)"  # b_i ~ N(0, (bias_std beta / sqrt(n))^2)
-    config.sweep = ConfigDict()
     config.sweep.sample_sizes = (100, 400)  # observed samples M
-    config.augment = ConfigDict()
     config.augment.ratios = (2,)  # one K / M: generated (diffusion) or true (oracle) extras
-    config.augment.allow_nonfinite = False  # non-finite generated values are an error
-    config.inference = ConfigDict()
     config.inference.methods = ("plm", "nmf")  # any of plm, erasure, nmf, tap, exact_ml
-    config.inference.options = ConfigDict()  # per-method keyword options of ij.infer
-    config.inference.options.plm = ConfigDict({"l2_per_sample": 1.0})
-    config.inference.options.erasure = ConfigDict({"num_iters": 500})
-    config.inference.options.exact_ml = ConfigDict({"max_iter": 300, "l2_per_sample": 1.0})
-
-    base_config.add_diffusion(config)
     config.diffusion.train_steps = 1000  # small, to fit the CPU budget
     config.diffusion.checkpoint_every = 250  # the criterion is measured at each checkpoint
-
-    config.baselines = ConfigDict()
-    config.baselines.l2_grid = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # plm l2_per_sample
-    config.baselines.holdout_fraction = 0.2  # of the observed spins, to score the grid
+    del config.plots
 
     config.evasion = ConfigDict()
     config.evasion.num_test = 200  # fresh exact test patterns per seed
