@@ -41,7 +41,7 @@ def _curves(path, arrays, x, series, xlabel, ylabel):
             ax.set_title(
                 f"{method}, β = {arrays['betas'][i]:g}, M = {arrays['sample_sizes'][j]}", fontsize=9
             )
-    axes[0, -1].legend(fontsize=6)
+    axes[0, 0].legend(fontsize=6)  # the first method column has every arm (plm: tuned L2)
     common.save_figure(fig, path)
 
 
