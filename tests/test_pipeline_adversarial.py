@@ -6,21 +6,17 @@ import pytest
 from configs import adversarial as adversarial_config
 from isingjax import io
 from isingjax.pipelines import adversarial
+from tests.test_pipeline_augment import tiny_config as augment_tiny_config
 
 
 def tiny_config():
+    """augment's tiny model, data and DDPM (n = 6, beta = 1, M = 40, 200 steps), 2 seeds."""
     config = adversarial_config.get_config("quick")
-    config.model.n = 6
-    config.model.betas = (1.0,)
+    tiny = augment_tiny_config()
+    for section in ("model", "sweep", "diffusion", "criterion"):
+        config[section] = tiny[section]
     config.num_seeds = 2
-    config.sweep.sample_sizes = (40,)
     config.inference.methods = ("plm", "nmf")
-    config.diffusion.widths = (16, 32)
-    config.diffusion.time_dim = 16
-    config.diffusion.train_steps = 200
-    config.diffusion.checkpoint_every = 100
-    config.diffusion.ddim_steps = 20
-    config.criterion.num_samples = 100
     config.evasion.num_test = 30
     config.evasion.flips = (0, 1, 2, 4)
     config.poison.num_steps = 3
