@@ -9,9 +9,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from isingjax import runtime
-from isingjax.pipelines import augment, common, guided, inverse, retina, sample
+from isingjax.pipelines import adversarial, augment, common, guided, inverse, retina, sample
 
 PIPELINES = {
+    "adversarial": adversarial.run,
     "augment": augment.run,
     "guided": guided.run,
     "inverse": inverse.run,

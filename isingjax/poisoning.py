@@ -87,17 +87,39 @@ def proxy_objective(theta: jax.Array, heldout: jax.Array) -> jax.Array:
     return plm.loss(unflatten_params(theta, n), heldout, p, l2=0.0, l2_bias=0.0)
 
 
-def _attack_value(refit_fn, objective_fn, spins, poison):
-    data = jnp.concatenate([spins, poison])
-    return objective_fn(refit_fn(data, jnp.ones(data.shape[0], spins.dtype)))
+def _concat(spins, poison, weights, poison_weights):
+    """D ∪ P with weights: missing weights are ones (a zero weight: the row is absent)."""
+    ones = lambda x: jnp.ones(x.shape[0], spins.dtype)  # noqa: E731
+    w = ones(spins) if weights is None else weights
+    pw = ones(poison) if poison_weights is None else poison_weights
+    return jnp.concatenate([spins, poison]), jnp.concatenate([w, pw])
 
 
-def pgd_poison(refit_fn, objective_fn, spins, start, *, num_steps: int, step_size: float):
+def _attack_value(refit_fn, objective_fn, spins, poison, weights=None, poison_weights=None):
+    return objective_fn(refit_fn(*_concat(spins, poison, weights, poison_weights)))
+
+
+def pgd_poison(
+    refit_fn,
+    objective_fn,
+    spins,
+    start,
+    *,
+    num_steps: int,
+    step_size: float,
+    weights=None,
+    poison_weights=None,
+):
     """Projected signed gradient ascent of objective_fn(refit_fn(D ∪ P)) over
     P in [-1, 1]^{K x n}, from `start` [K, n]; num_steps = 1 with step_size 2 is FGSM
-    (one signed step from the start, which then sits at a corner). Returns P rounded to
-    ±1 (ties to +1)."""
-    grad_fn = jax.grad(lambda p: _attack_value(refit_fn, objective_fn, spins, p))
+    (one signed step from the start, which then sits at a corner). weights [M] of D and
+    poison_weights [K] of P (default ones; a zero weight masks a row out, so one compile
+    serves every budget). Returns P rounded to ±1 (ties to +1)."""
+
+    def value(p):
+        return _attack_value(refit_fn, objective_fn, spins, p, weights, poison_weights)
+
+    grad_fn = jax.grad(value)
 
     def body(p, _):
         return jnp.clip(p + step_size * jnp.sign(grad_fn(p)), -1.0, 1.0), None
@@ -106,19 +128,28 @@ def pgd_poison(refit_fn, objective_fn, spins, start, *, num_steps: int, step_siz
     return jnp.where(poison >= 0, 1.0, -1.0).astype(spins.dtype)
 
 
-def attack_effect(refit_fn, truth: IsingParams, spins, poison) -> dict[str, jax.Array]:
+def attack_effect(
+    refit_fn, truth: IsingParams, spins, poison, weights=None, poison_weights=None
+) -> dict[str, jax.Array]:
     """Change of the refitted model from clean (D) to poisoned (D ∪ P) data: 'delta_mse',
     relative norms of the coupling and bias changes, the fraction of couplings whose
-    sign flips."""
+    sign flips, the clean MSE and dw [n, n]. The clean fit is of the same rows with the
+    poison weights set to zero; a zero budget changes nothing, bit for bit."""
     n = spins.shape[1]
-    clean = refit_fn(spins, jnp.ones(spins.shape[0], spins.dtype))
-    data = jnp.concatenate([spins, poison])
-    dirty = refit_fn(data, jnp.ones(data.shape[0], spins.dtype))
+    data, w = _concat(spins, poison, weights, poison_weights)
+    clean = refit_fn(data, w.at[spins.shape[0] :].set(0.0))
+    # No poison row with weight: the poisoned fit is the clean one (a second solver run
+    # on the same data would differ from it by float noise of ~1e-9).
+    dirty = jnp.where(jnp.any(w[spins.shape[0] :] > 0), refit_fn(data, w), clean)
     c, d = unflatten_params(clean, n), unflatten_params(dirty, n)
+    target = flatten_params(truth)
     upper = jnp.triu(jnp.ones((n, n), bool), k=1)
     return {
-        "delta_mse": mse_objective(dirty, truth) - mse_objective(clean, truth),
+        # the difference taken before the mean: exactly 0 where the fits agree
+        "delta_mse": jnp.mean((dirty - target) ** 2 - (clean - target) ** 2),
         "rel_dw": jnp.linalg.norm(d.w - c.w) / jnp.linalg.norm(c.w),
         "rel_db": jnp.linalg.norm(d.b - c.b) / jnp.maximum(jnp.linalg.norm(c.b), 1e-12),
         "sign_flips": jnp.sum(upper & (jnp.sign(d.w) != jnp.sign(c.w))) / jnp.sum(upper),
+        "mse_clean": mse_objective(clean, truth),
+        "dw": d.w - c.w,
     }

@@ -67,3 +67,21 @@ def test_pgd_poisoning_beats_random_patterns_of_the_same_budget(method):
     noise = jax.vmap(lambda key: jax.random.rademacher(key, (k, 8), jnp.float32))(keys)
     random = np.asarray(jax.vmap(effect)(noise))
     assert attacked > 0 and attacked > random.max()
+
+
+@pytest.mark.parametrize("method", ["plm", "nmf"])
+def test_masked_rows_are_absent_and_a_zero_mask_changes_nothing_exactly(method):
+    truth, spins = _problem()
+    refit = REFITS[method]
+    effect = jax.jit(functools.partial(poisoning.attack_effect, refit, truth))
+    poison = jax.random.rademacher(jax.random.key(9), (10, 8), jnp.float32)
+    mask = (jnp.arange(10) < 4).astype(jnp.float32)
+    half = (jnp.arange(spins.shape[0]) < 100).astype(jnp.float32)
+    # zero weights on training rows 100.. and poison rows 4..: those rows are absent
+    masked = effect(spins, poison, half, mask)
+    sliced = effect(spins[:100], poison[:4], jnp.ones(100), jnp.ones(4))
+    for name in ("delta_mse", "rel_dw", "rel_db"):
+        np.testing.assert_allclose(masked[name], sliced[name], rtol=2e-3, atol=1e-6)
+    assert float(masked["delta_mse"]) != 0.0
+    zero = effect(spins, poison, half, jnp.zeros(10))
+    assert float(zero["delta_mse"]) == 0.0 and float(zero["rel_dw"]) == 0.0
