@@ -15,6 +15,8 @@ def tiny_config():
     tiny = augment_tiny_config()
     for section in ("model", "sweep", "diffusion", "criterion"):
         config[section] = tiny[section]
+    config.diffusion.train_steps = 200
+    config.diffusion.checkpoint_every = 100
     config.num_seeds = 2
     config.inference.methods = ("plm", "nmf")
     config.evasion.num_test = 30

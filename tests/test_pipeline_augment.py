@@ -6,7 +6,7 @@ import isingjax as ij
 from configs import augment as augment_config
 from isingjax import io
 from isingjax.diffusion import criterion
-from isingjax.pipelines import augment, augment_penalty, augment_summary
+from isingjax.pipelines import augment, augment_generate, augment_penalty, augment_summary
 
 
 def test_criterion_picks_the_earliest_checkpoint_from_which_the_match_persists():
@@ -346,9 +346,9 @@ def test_augment_rejects_a_negative_penalty_and_non_finite_generated_values(tmp_
         augment.run(config, tmp_path)
     config = tiny_config()
     with pytest.raises(RuntimeError, match=r"ddpm produced non-finite values .*\[0, 2, 0\]"):
-        augment._check_nonfinite(config, np.asarray([0, 2, 0]), "ddpm")
+        augment_generate.check_nonfinite(config, np.asarray([0, 2, 0]), "ddpm")
     config.augment.allow_nonfinite = True
-    augment._check_nonfinite(config, np.asarray([0, 2, 0]), "ddpm")
+    augment_generate.check_nonfinite(config, np.asarray([0, 2, 0]), "ddpm")
 
 
 def test_results_arrays_cover_every_finished_cell_of_the_workdir(tmp_path):

@@ -47,7 +47,7 @@ from isingjax import attacks, exact, inference, io, poisoning, runtime, sweeps
 from isingjax.models import flatten_params
 from isingjax.pipelines import adversarial_figures as figures
 from isingjax.pipelines import adversarial_summary as summary
-from isingjax.pipelines import augment, common, diffusion_stage
+from isingjax.pipelines import augment, augment_generate, common, diffusion_stage
 
 COORDS = summary.COORDS
 ARMS = summary.ARMS
@@ -317,18 +317,45 @@ def _through_generator(fit, truth, observed, inputs):
     return {f"gen_{name}": v for name, v in out.items()}
 
 
+def _generated(config, diffusion, workdir, root, beta, m, truth, observed):
+    """The DDPM stage of `diffusion_stage.generate_selected` with augment's keys (the same
+    generator as augment's energy-variance arm of the same config): spins [S, K, n] of
+    each seed's chosen checkpoint, K = max(augment.ratios) * M, and their non-finite
+    counts [S] (an error unless augment.allow_nonfinite)."""
+    seeds = jnp.arange(config.num_seeds)
+
+    def keys(name, *folds):
+        return jax.vmap(lambda s: augment_generate.seed_key_of(root, s, name, *folds))(seeds)
+
+    spins, nonfinite = diffusion_stage.generate_selected(
+        config,
+        diffusion,
+        workdir,
+        {"beta": beta, "num_samples": m},
+        path=workdir / "generated" / f"beta{beta:g}_m{m}.npz",
+        keys={
+            "train": keys("diffusion", m),
+            "criterion": keys("criterion"),
+            "generate": keys("generate", m),
+        },
+        observed=observed,
+        truth=truth,
+        num_samples=max(config.augment.ratios) * m,
+    )
+    augment_generate.check_nonfinite(config, nonfinite, f"the DDPM of beta={beta:g}, M={m}")
+    return spins, nonfinite
+
+
 def _generated_sets(config, diffusion, workdir, root, beta, m, truth, observed):
     """(Clean generated spins [S, K, n], poisoned observed [S, G, M + P, n], their
     generators' spins [S, G, K, n], non-finite counts [S]), each generator trained,
     selected and cached by augment's DDPM stage (poisoned ones under generator_<kind>/)."""
-    generated, nonfinite = augment._generated(
-        config, diffusion, workdir, root, beta, m, truth, observed
-    )
+    generated, nonfinite = _generated(config, diffusion, workdir, root, beta, m, truth, observed)
     seeds = jnp.arange(config.num_seeds)
     poisoned = np.asarray(generator_poison(config, root, beta, m)(seeds))
     sets = []
     for g, kind in enumerate(config.poison.generator_kinds):
-        spins, bad = augment._generated(
+        spins, bad = _generated(
             config, diffusion, workdir / f"generator_{kind}", root, beta, m, truth, poisoned[:, g]
         )
         sets.append(spins)

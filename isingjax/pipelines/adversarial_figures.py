@@ -6,7 +6,8 @@ import numpy as np
 
 from isingjax.pipelines import common
 from isingjax.pipelines.adversarial_summary import ARMS, LABELS
-from isingjax.pipelines.augment_figures import ARM_COLORS
+
+ARM_COLORS = {"observed": "black", "diffusion": "tab:red", "oracle": "tab:green", "l2": "gray"}
 
 
 def _curves(path, arrays, x, series, xlabel, ylabel):

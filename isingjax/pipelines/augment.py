@@ -57,7 +57,6 @@ from __future__ import annotations
 import math
 import time
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -66,12 +65,12 @@ from absl import logging
 from jax import lax
 
 from isingjax import exact, inference, io, metrics, runtime, sweeps
-from isingjax.diffusion import criterion, sampling
 from isingjax.generators import selection
 from isingjax.inference import plm
-from isingjax.models import energy, sk_model
 from isingjax.pipelines import augment_figures as figures
+from isingjax.pipelines import augment_generate as generate
 from isingjax.pipelines import augment_summary, common, diffusion_stage, generator_stage
+from isingjax.pipelines.augment_generate import generated_path, truth_and_data  # noqa: F401
 
 COORDS = augment_summary.COORDS
 # Config fields a rerun in the same workdir may change (common.prepare_workdir).
@@ -164,230 +163,6 @@ def augmentation_checks(config) -> list:
     ]
 
 
-def _keys(root, seed):
-    names = ("model", "data", "oracle", "diffusion", "criterion", "generate", "boot", "split")
-    return dict(zip(names, jax.random.split(sweeps.seed_key(root, seed), len(names)), strict=True))
-
-
-def generated_path(workdir, beta, m, generator) -> Path:
-    """Where a run keeps the spins [S, C, K, n] (int8) generated at every checkpoint of a
-    generator in block (beta, M)."""
-    return Path(workdir) / "generated" / f"beta{beta:g}_m{m}_{generator}.npz"
-
-
-def truth_and_data(config, seed, root, beta, m):
-    """The seed's true model, its first m observed spins and its oracle spins."""
-    keys = _keys(root, seed)
-    truth = sk_model(keys["model"], config.model.n, beta, common.bias_std(config, beta))
-    observed = exact.sample(keys["data"], truth, max(config.sweep.sample_sizes))[:m]
-    k_max = max(config.augment.ratios) * m
-    oracle = exact.sample(jax.random.fold_in(keys["oracle"], m), truth, k_max)
-    return truth, observed, oracle
-
-
-def _seed_keys(root, num_seeds, name, *folds):
-    """[S] keys: fold_in(..fold_in(keys[name], f0).., f1) per seed."""
-
-    def one(s):
-        key = _keys(root, s)[name]
-        for f in folds:
-            key = jax.random.fold_in(key, f)
-        return key
-
-    return jax.vmap(one)(jnp.arange(num_seeds))
-
-
-def _num_generated(config, m):
-    return max(max(config.augment.ratios) * m, config.generator.check_samples)
-
-
-def _check_nonfinite(config, nonfinite, what):
-    if np.any(np.asarray(nonfinite) > 0) and not config.augment.allow_nonfinite:
-        raise RuntimeError(
-            f"augment: {what} produced non-finite values (per seed and checkpoint: "
-            f"{np.asarray(nonfinite).tolist()}), which thresholding would turn into -1 "
-            "spins; set config.augment.allow_nonfinite=True to use them anyway (the cells "
-            "are flagged in summary.md)."
-        )
-
-
-def _checkpoint_checks(config):
-    """jit(vmap over seeds): the criterion's and the generator checks' measurements of one
-    checkpoint's generated spins [K, n] (the criterion on the first
-    criterion.num_samples, the checks on the first generator.check_samples)."""
-
-    def one_seed(generated, observed, truth, inferred):
-        x = generated[: config.criterion.num_samples]
-        e_gen, e_obs = energy(inferred, x), energy(inferred, observed)
-        y = generated[: config.generator.check_samples]
-        return {
-            "var_gen_inferred": jnp.var(e_gen),
-            "var_obs_inferred": jnp.var(e_obs),
-            "var_gen_se": criterion.variance_se(e_gen),
-            "var_obs_se": criterion.variance_se(e_obs),
-            "var_gen_true": jnp.var(energy(truth, x)),
-            "var_obs_true": jnp.var(energy(truth, observed)),
-            "kl_generated": exact.kl_divergence(y, truth),
-            "cross_entropy": -jnp.mean(exact.log_prob(truth, y)),
-            "entropy_true": -jnp.sum(
-                jnp.exp(exact.all_log_probs(truth)) * exact.all_log_probs(truth)
-            ),
-            "copy_fraction": metrics.copy_fraction(y, observed),
-            "expected_copy_fraction": metrics.expected_copy_fraction(truth, observed),
-            "unique_fraction": metrics.unique_fraction(y),
-        }
-
-    return jax.jit(jax.vmap(one_seed))
-
-
-def _records_of(workdir, kind, meta):
-    return [
-        r
-        for r in io.read_jsonl(workdir / "metrics.jsonl")
-        if r.get("kind") == kind and all(r.get(k) == v for k, v in meta.items())
-    ]
-
-
-def _full_generator(config, gen, stage, workdir, root, beta, m, truth, observed):
-    """The generator trained on all observed spins: (checkpoint steps [C], spins
-    [S, C, K, n] float32 generated at every checkpoint, the energy-variance criterion's
-    step per seed [S], non-finite counts [S, C]); spins cached in generated/, checks in
-    metrics.jsonl ({"kind": "checkpoint"})."""
-    meta = {"beta": beta, "num_samples": m, "generator": gen.name}
-    path = generated_path(workdir, beta, m, gen.name)
-    num_seeds = observed.shape[0]
-    if path.exists():
-        cached = np.load(path)
-        steps, spins, nonfinite = cached["steps"].tolist(), cached["spins"], cached["nonfinite"]
-    else:
-        params_at, steps = gen.train(
-            workdir,
-            path.stem,
-            {"beta": beta, "num_samples": m},
-            _seed_keys(root, num_seeds, "diffusion", m, 0),
-            observed,
-            jnp.ones(observed.shape[:2]),
-        )
-        have = {(r["step"], r["seed"]) for r in _records_of(workdir, "checkpoint", meta)}
-        inferred = stage.infer_observed(observed)
-        per_step, nonfinite = [], []
-        for step in steps:
-            keys = _seed_keys(root, num_seeds, "generate", m, step)
-            raw = gen.generate_raw_seeds(params_at(step), keys, _num_generated(config, m))
-            nonfinite.append(np.asarray(jnp.sum(~jnp.isfinite(raw), axis=(1, 2))))
-            x = sampling.threshold(raw)
-            per_step.append(np.asarray(x, np.int8))
-            if any((step, i) not in have for i in range(num_seeds)):
-                out = jax.device_get(stage.checks(x, observed, truth, inferred))
-                for i in range(num_seeds):
-                    record = {"kind": "checkpoint"} | meta | {"step": step, "seed": i}
-                    record |= {"num_nonfinite": int(nonfinite[-1][i])}
-                    io.append_jsonl(
-                        workdir / "metrics.jsonl",
-                        record | {k: float(v[i]) for k, v in out.items()},
-                    )
-        spins, nonfinite = np.stack(per_step, axis=1), np.stack(nonfinite, axis=1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, spins=spins, steps=np.asarray(steps), nonfinite=nonfinite)
-    _check_nonfinite(config, nonfinite, f"{gen.name} at beta={beta:g}, M={m}")
-    rows = {(r["step"], r["seed"]): r for r in _records_of(workdir, "checkpoint", meta)}
-    ev_steps = []
-    for i in range(num_seeds):
-        mine = [rows[(s, i)] for s in steps]
-        se = [math.hypot(r["var_gen_se"], r["var_obs_se"]) for r in mine]
-        var_gen = [r["var_gen_inferred"] for r in mine]
-        var_obs = mine[0]["var_obs_inferred"]
-        ev_steps.append(criterion.select(steps, var_gen, var_obs, se, tol=config.criterion.tol_se))
-    return steps, spins.astype(np.float32), np.asarray(ev_steps), nonfinite
-
-
-def _fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
-    """The held-out rule's scores: {method: [S, C, 1 + R] mean over folds of the held-out
-    pseudo-log-likelihood at every checkpoint and K in (0,) + ratios * M_fit}, from one
-    generator per (seed, fold) trained on the other folds; records {"kind": "heldout"}
-    (scores) and {"kind": "fold_check"} (data-copying test, held-out log-likelihood) in
-    metrics.jsonl."""
-    num_seeds, folds = observed.shape[0], config.selection.num_folds
-    meta = {"beta": beta, "num_samples": m, "generator": gen.name}
-    split = jax.vmap(lambda k: selection.fold_masks(k, m, folds))(
-        _seed_keys(root, num_seeds, "split", m)
-    )  # [S, F, M] held-out masks
-    held = split.transpose(1, 0, 2).reshape(folds * num_seeds, m)  # row f * S + s
-    data = jnp.tile(observed, (folds, 1, 1))
-    have = {(r["method"], r["step"]) for r in _records_of(workdir, "heldout", meta)}
-    steps = list(range(gen.checkpoint_every, gen.train_steps + 1, gen.checkpoint_every))
-    if any((method, step) not in have for method in methods for step in steps):
-        keys = jnp.concatenate(
-            [_seed_keys(root, num_seeds, "diffusion", m, 1 + f) for f in range(folds)]
-        )
-        params_at, steps = gen.train(
-            workdir,
-            f"{generated_path(workdir, beta, m, gen.name).stem}_folds",
-            {"beta": beta, "num_samples": m, "folds": folds},
-            keys,
-            data,
-            1.0 - held,
-        )
-        m_fit = m - m // folds  # the smallest training part (folds differ by at most one)
-        k_fold = max(config.augment.ratios) * m_fit
-        checked = {r["step"] for r in _records_of(workdir, "fold_check", meta)}
-        for step in steps:
-            missing = [x for x in methods if (x, step) not in have]
-            if not missing and step in checked:
-                continue
-            keys = jnp.concatenate(
-                [_seed_keys(root, num_seeds, "generate", m, step, 1 + f) for f in range(folds)]
-            )
-            params = params_at(step)
-            raw = gen.generate_raw_seeds(params, keys, k_fold)
-            _check_nonfinite(
-                config,
-                jnp.sum(~jnp.isfinite(raw), axis=(1, 2)),
-                f"{gen.name} (fold generators) at beta={beta:g}, M={m}",
-            )
-            x = sampling.threshold(raw)
-            for method in missing:
-                scores = np.asarray(stage.scores(method, m_fit)(data, held, x))  # [F*S, 1+R]
-                for f in range(folds):
-                    for i in range(num_seeds):
-                        record = {"kind": "heldout"} | meta | {"method": method, "step": step}
-                        record |= {"seed": i, "fold": f}
-                        record["scores"] = scores[f * num_seeds + i].tolist()
-                        io.append_jsonl(workdir / "metrics.jsonl", record)
-            if step not in checked:
-                _fold_checks(gen, workdir, meta, step, params, data, held, x, root, folds)
-    out = {}
-    rows = _records_of(workdir, "heldout", meta)
-    for method in methods:
-        table = np.full((num_seeds, len(steps), folds, 1 + len(config.augment.ratios)), np.nan)
-        for r in rows:
-            if r["method"] == method and r["step"] in steps:
-                table[r["seed"], steps.index(r["step"]), r["fold"]] = r["scores"]
-        out[method] = table.mean(axis=2)
-    return steps, out
-
-
-def _fold_checks(gen, workdir, meta, step, params, data, held, generated, root, folds):
-    """Per (seed, fold): the data-copying test of the fold generator's spins against its
-    held-out fold, and the held-out fold's mean log-likelihood under the fold generator
-    (where it has one: exact for the MADE, the ELBO's lower bound for masked diffusion)."""
-    num_rows = data.shape[0]
-    loglik = None
-    if gen.log_likelihood_seeds is not None:
-        keys = jax.random.split(jax.random.fold_in(_keys(root, 0)["criterion"], step), num_rows)
-        loglik = np.asarray(gen.log_likelihood_seeds(params, keys, data))  # [F*S, M]
-    data, held, generated = np.asarray(data), np.asarray(held), np.asarray(generated)
-    for row in range(num_rows):
-        mask = held[row] > 0
-        test = selection.data_copying_test(generated[row], data[row][~mask], data[row][mask])
-        record = {"kind": "fold_check"} | meta | {"step": step}
-        record |= {"seed": row % (num_rows // folds), "fold": row // (num_rows // folds)}
-        record |= {"copying_" + k: v for k, v in test.items()}
-        if loglik is not None:
-            record["heldout_loglik"] = float(loglik[row][mask].mean())
-        io.append_jsonl(workdir / "metrics.jsonl", record)
-
-
 class Stages:
     """The jitted functions of a run, built once and shared by blocks of equal shapes."""
 
@@ -396,7 +171,7 @@ class Stages:
         self.infer_observed = jax.jit(
             jax.vmap(diffusion_stage.fit_fn(config, config.criterion.method))
         )
-        self.checks = _checkpoint_checks(config)
+        self.checks = generate.checkpoint_checks(config)
 
     def _get(self, key, build):
         if key not in self._cache:
@@ -486,8 +261,8 @@ def make_base_fn(config, method: str, m: int):
     rows, cols = jnp.triu_indices(config.model.n, k=1)
 
     def one_seed(seed, root, beta):
-        truth, observed, oracle = truth_and_data(config, seed, root, beta, m)
-        keys = _keys(root, seed)
+        truth, observed, oracle = generate.truth_and_data(config, seed, root, beta, m)
+        keys = generate.named_keys(root, seed)
         est_observed, conv_observed = fit(observed)
         boot = exact.sample(jax.random.fold_in(keys["boot"], m), est_observed, k_max)
         extra = jnp.stack([boot, oracle])  # [arms, K_max, n]
@@ -522,7 +297,7 @@ def make_grid_fn(config, method: str, m: int):
     rows, cols = jnp.triu_indices(config.model.n, k=1)
 
     def one_seed(inputs, root, beta):
-        truth, observed, _ = truth_and_data(config, inputs["seed"], root, beta, m)
+        truth, observed, _ = generate.truth_and_data(config, inputs["seed"], root, beta, m)
         generated = inputs["generated"]
         data = jnp.concatenate(
             [jnp.broadcast_to(observed, (generated.shape[0], *observed.shape)), generated], axis=1
@@ -535,146 +310,13 @@ def make_grid_fn(config, method: str, m: int):
             "w_grid": estimates.w[:, :, rows, cols],
         }
         if method == "plm":
-            key = _keys(root, inputs["seed"])["split"]
+            key = generate.named_keys(root, inputs["seed"])["split"]
             est, best, conv = tuned_l2(config, observed, key, inputs["ev_generated"])
             out |= {"generated_l2": errors(est), "converged_generated_l2": conv}
             out |= {"l2_per_sample_generated_l2": best, "w_generated_l2": est.w[rows, cols]}
         return out
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
-
-
-def _record(beta, m, method, generator, arm, ratio, step, seed, mse, converged, **fields):
-    record = {
-        "beta": float(beta),
-        "num_samples": m,
-        "method": method,
-        "generator": generator,
-        "arm": arm,
-        "ratio": int(ratio),
-        "step": int(step),
-        "seed": seed,
-    }
-    record |= {f"mse_{part}": float(mse[part]) for part in ("all", "w", "b")}
-    return record | {"converged": bool(converged)} | fields
-
-
-def _pick(tree, *index):
-    return {k: v[index] for k, v in tree.items()}
-
-
-def _base_records(out, beta, m, method, config):
-    ratios = config.augment.ratios
-    for seed in range(config.num_seeds):
-        w = {"w_true": np.asarray(out["w_true"][seed]).tolist()} if seed == 0 else {}
-        cells = [("observed", 0, out["observed"], out["converged_observed"], out["w_observed"])]
-        for a, arm in enumerate(augment_summary.BASE_EXTRA_ARMS):
-            for k, ratio in enumerate(ratios):
-                mse = jax.tree.map(lambda v, a=a, k=k: v[:, a, k], out["extra"])
-                conv, w_est = out["converged_extra"][:, a, k], out["w_extra"][:, a, k]
-                cells.append((arm, ratio, mse, conv, w_est))
-        if "l2" in out:
-            cells.append(("l2", 0, out["l2"], out["converged_l2"], out["w_l2"]))
-        for arm, ratio, mse, conv, w_est in cells:
-            fields = dict(w)
-            if arm == "l2":
-                fields["l2_per_sample"] = float(out["l2_per_sample_l2"][seed])
-            if seed == 0:
-                fields["w_est"] = np.asarray(w_est[seed]).tolist()
-            yield _record(
-                beta, m, method, "", arm, ratio, 0, seed, _pick(mse, seed), conv[seed], **fields
-            )
-
-
-def _grid_records(out, beta, m, method, gen_name, steps, choices, observed, config, nonfinite):
-    """The grid's records and those of the rules picked from it. choices: rule ->
-    [(step, ratio)] per seed (ratio 0 = observed only, whose record is observed[seed])."""
-    ratios = list(config.augment.ratios)
-    for seed in range(config.num_seeds):
-        cell = {}  # (step, ratio) -> (mse, converged, w_est)
-        for c, step in enumerate(steps):
-            for k, ratio in enumerate(ratios):
-                mse = {p: out["grid"][p][seed, c, k] for p in ("all", "w", "b")}
-                w_est = out["w_grid"][seed, c, k]
-                cell[step, ratio] = mse, out["converged_grid"][seed, c, k], w_est
-                fields = {"num_nonfinite": int(nonfinite[seed, c])}
-                yield _record(
-                    beta,
-                    m,
-                    method,
-                    gen_name,
-                    "grid",
-                    ratio,
-                    step,
-                    seed,
-                    mse,
-                    cell[step, ratio][1],
-                    **fields,
-                )
-        base = observed[seed]
-        cell[0, 0] = (
-            {p: base[f"mse_{p}"] for p in ("all", "w", "b")},
-            base["converged"],
-            None,
-        )
-        for rule, picks in choices.items():
-            if rule == "energy_variance":
-                rule_cells = [(rule, ratio, picks[seed][0], ratio) for ratio in ratios]
-            else:
-                rule_cells = [(rule, 0, *picks[seed])]
-            for arm, ratio, step, chosen_ratio in rule_cells:
-                key = (step, chosen_ratio) if chosen_ratio else (0, 0)
-                mse, conv, w_est = cell[key]
-                fields = {"chosen_step": int(step) if chosen_ratio else 0}
-                fields["chosen_ratio"] = int(chosen_ratio)
-                if chosen_ratio:
-                    fields["num_nonfinite"] = int(nonfinite[seed, steps.index(step)])
-                if seed == 0 and w_est is not None:
-                    fields["w_est"] = np.asarray(w_est).tolist()
-                yield _record(beta, m, method, gen_name, arm, ratio, 0, seed, mse, conv, **fields)
-        if "generated_l2" in out:
-            mse = _pick(out["generated_l2"], seed)
-            fields = {"l2_per_sample": float(out["l2_per_sample_generated_l2"][seed])}
-            fields["chosen_step"] = int(choices["energy_variance"][seed][0])
-            fields["num_nonfinite"] = int(nonfinite[seed, steps.index(fields["chosen_step"])])
-            if seed == 0:
-                fields["w_est"] = np.asarray(out["w_generated_l2"][seed]).tolist()
-            yield _record(
-                beta,
-                m,
-                method,
-                gen_name,
-                "generated_l2",
-                max(ratios),
-                0,
-                seed,
-                mse,
-                out["converged_generated_l2"][seed],
-                **fields,
-            )
-
-
-def _hindsight(out, steps, observed, config):
-    """Per seed, the (step, ratio) of the grid or observed-only (0, 0) with the lowest MSE."""
-    ratios, picks = list(config.augment.ratios), []
-    for seed in range(config.num_seeds):
-        grid = out["grid"]["all"][seed]  # [C, R]
-        c, k = np.unravel_index(np.argmin(grid), grid.shape)
-        if observed[seed]["mse_all"] <= grid[c, k]:
-            picks.append((0, 0))
-        else:
-            picks.append((steps[c], ratios[k]))
-    return picks
-
-
-def _heldout_picks(scores, steps, config):
-    """Per seed, the held-out rule's (step, ratio) from scores [S, C, 1 + R]."""
-    sizes = [0] + list(config.augment.ratios)
-    picks = []
-    for seed in range(config.num_seeds):
-        c, ratio = selection.choose(scores[seed], sizes)
-        picks.append((steps[c] if ratio else 0, ratio))
-    return picks
 
 
 def run(config, workdir) -> list[dict]:
@@ -696,13 +338,13 @@ def run(config, workdir) -> list[dict]:
     for beta, m in blocks:
         cells = set(augment_summary.cells(config, beta, m))
         setup = jax.jit(
-            jax.vmap(lambda s, m=m, beta=beta: truth_and_data(config, s, root, beta, m))
+            jax.vmap(lambda s, m=m, beta=beta: generate.truth_and_data(config, s, root, beta, m))
         )
         truth, observed, _ = setup(jnp.asarray(seeds))
         for method in config.inference.methods:
             if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
                 out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
-                records = _base_records(out, beta, m, method, config)
+                records = augment_summary.base_records(out, beta, m, method, config)
                 sweeps.append_cells(results_path, records, done, COORDS)
         observed_of = {
             (r["method"], r["seed"]): r
@@ -717,12 +359,12 @@ def run(config, workdir) -> list[dict]:
             ]
             if not todo:
                 continue
-            steps, spins, ev_steps, nonfinite = _full_generator(
+            steps, spins, ev_steps, nonfinite = generate.full_generator(
                 config, gen, stages, workdir, root, beta, m, truth, observed
             )
             choices = {"energy_variance": [(s, 0) for s in ev_steps]}
             if "heldout" in config.selection.rules:
-                _, scores = _fold_scores(
+                _, scores = generate.fold_scores(
                     config, gen, stages, workdir, root, beta, m, observed, todo
                 )
             k_max = max(config.augment.ratios) * m
@@ -734,9 +376,9 @@ def run(config, workdir) -> list[dict]:
                 observed_records = [observed_of[method, s] for s in seeds]
                 rule_picks = dict(choices)
                 if "heldout" in config.selection.rules:
-                    rule_picks["heldout"] = _heldout_picks(scores[method], steps, config)
-                rule_picks["hindsight"] = _hindsight(out, steps, observed_records, config)
-                records = _grid_records(
+                    rule_picks["heldout"] = generate.heldout_picks(scores[method], steps, config)
+                rule_picks["hindsight"] = generate.hindsight(out, steps, observed_records, config)
+                records = augment_summary.grid_records(
                     out,
                     beta,
                     m,
@@ -769,7 +411,7 @@ def _seed0(workdir, records, config, root):
     for beta in (float(b) for b in config.model.betas):
         generated = {}
         for gen in config.generator.names:
-            path = generated_path(workdir, beta, m, gen)
+            path = generate.generated_path(workdir, beta, m, gen)
             step = [
                 r["chosen_step"]
                 for r in records
@@ -781,6 +423,6 @@ def _seed0(workdir, records, config, root):
                 c = cached["steps"].tolist().index(step[0])
                 generated[gen] = cached["spins"][0, c, : max(config.augment.ratios) * m]
         if generated:
-            truth, observed, _ = truth_and_data(config, 0, root, beta, m)
+            truth, observed, _ = generate.truth_and_data(config, 0, root, beta, m)
             out[beta] = truth, observed, {g: x.astype(np.float32) for g, x in generated.items()}
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from isingjax import inference, sweeps
@@ -371,3 +372,113 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
         ("Generator checks at the last checkpoint", generator_table(checks, config)),
     ]
     return sections
+
+
+def _record(beta, m, method, generator, arm, ratio, step, seed, mse, converged, **fields):
+    record = {
+        "beta": float(beta),
+        "num_samples": m,
+        "method": method,
+        "generator": generator,
+        "arm": arm,
+        "ratio": int(ratio),
+        "step": int(step),
+        "seed": seed,
+    }
+    record |= {f"mse_{part}": float(mse[part]) for part in ("all", "w", "b")}
+    return record | {"converged": bool(converged)} | fields
+
+
+def _pick(tree, *index):
+    return {k: v[index] for k, v in tree.items()}
+
+
+def base_records(out, beta, m, method, config):
+    ratios = config.augment.ratios
+    for seed in range(config.num_seeds):
+        w = {"w_true": np.asarray(out["w_true"][seed]).tolist()} if seed == 0 else {}
+        cells = [("observed", 0, out["observed"], out["converged_observed"], out["w_observed"])]
+        for a, arm in enumerate(BASE_EXTRA_ARMS):
+            for k, ratio in enumerate(ratios):
+                mse = jax.tree.map(lambda v, a=a, k=k: v[:, a, k], out["extra"])
+                conv, w_est = out["converged_extra"][:, a, k], out["w_extra"][:, a, k]
+                cells.append((arm, ratio, mse, conv, w_est))
+        if "l2" in out:
+            cells.append(("l2", 0, out["l2"], out["converged_l2"], out["w_l2"]))
+        for arm, ratio, mse, conv, w_est in cells:
+            fields = dict(w)
+            if arm == "l2":
+                fields["l2_per_sample"] = float(out["l2_per_sample_l2"][seed])
+            if seed == 0:
+                fields["w_est"] = np.asarray(w_est[seed]).tolist()
+            yield _record(
+                beta, m, method, "", arm, ratio, 0, seed, _pick(mse, seed), conv[seed], **fields
+            )
+
+
+def grid_records(out, beta, m, method, gen_name, steps, choices, observed, config, nonfinite):
+    """The grid's records and those of the rules picked from it. choices: rule ->
+    [(step, ratio)] per seed (ratio 0 = observed only, whose record is observed[seed])."""
+    ratios = list(config.augment.ratios)
+    for seed in range(config.num_seeds):
+        cell = {}  # (step, ratio) -> (mse, converged, w_est)
+        for c, step in enumerate(steps):
+            for k, ratio in enumerate(ratios):
+                mse = {p: out["grid"][p][seed, c, k] for p in ("all", "w", "b")}
+                w_est = out["w_grid"][seed, c, k]
+                cell[step, ratio] = mse, out["converged_grid"][seed, c, k], w_est
+                fields = {"num_nonfinite": int(nonfinite[seed, c])}
+                yield _record(
+                    beta,
+                    m,
+                    method,
+                    gen_name,
+                    "grid",
+                    ratio,
+                    step,
+                    seed,
+                    mse,
+                    cell[step, ratio][1],
+                    **fields,
+                )
+        base = observed[seed]
+        cell[0, 0] = (
+            {p: base[f"mse_{p}"] for p in ("all", "w", "b")},
+            base["converged"],
+            None,
+        )
+        for rule, picks in choices.items():
+            if rule == "energy_variance":
+                rule_cells = [(rule, ratio, picks[seed][0], ratio) for ratio in ratios]
+            else:
+                rule_cells = [(rule, 0, *picks[seed])]
+            for arm, ratio, step, chosen_ratio in rule_cells:
+                key = (step, chosen_ratio) if chosen_ratio else (0, 0)
+                mse, conv, w_est = cell[key]
+                fields = {"chosen_step": int(step) if chosen_ratio else 0}
+                fields["chosen_ratio"] = int(chosen_ratio)
+                if chosen_ratio:
+                    fields["num_nonfinite"] = int(nonfinite[seed, steps.index(step)])
+                if seed == 0 and w_est is not None:
+                    fields["w_est"] = np.asarray(w_est).tolist()
+                yield _record(beta, m, method, gen_name, arm, ratio, 0, seed, mse, conv, **fields)
+        if "generated_l2" in out:
+            mse = _pick(out["generated_l2"], seed)
+            fields = {"l2_per_sample": float(out["l2_per_sample_generated_l2"][seed])}
+            fields["chosen_step"] = int(choices["energy_variance"][seed][0])
+            fields["num_nonfinite"] = int(nonfinite[seed, steps.index(fields["chosen_step"])])
+            if seed == 0:
+                fields["w_est"] = np.asarray(out["w_generated_l2"][seed]).tolist()
+            yield _record(
+                beta,
+                m,
+                method,
+                gen_name,
+                "generated_l2",
+                max(ratios),
+                0,
+                seed,
+                mse,
+                out["converged_generated_l2"][seed],
+                **fields,
+            )

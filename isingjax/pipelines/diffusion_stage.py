@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from isingjax import inference, io, metrics, runtime
+from isingjax import exact, inference, io, metrics, runtime
 from isingjax.diffusion import criterion, sampling, schedule, score_net, train
 from isingjax.models import energy
 from isingjax.pipelines import common
@@ -268,3 +268,79 @@ def train_and_select(
         *[jax.tree.map(lambda x, i=i: x[i], restored[s]) for i, s in enumerate(chosen)],
     )
     return params, chosen
+
+
+def generate_selected(
+    config, diffusion, workdir, meta: dict, *, path, keys: dict, observed, truth, num_samples
+):
+    """The DDPM stage of one block, cached: trains one DDPM per seed on observed [S, M, n]
+    (`train_and_select`, checkpoints/<path stem>), generates num_samples spins per seed at
+    the chosen checkpoint and returns (spins [S, num_samples, n] float32, non-finite
+    values [S] of the raw reverse-process output they were thresholded from); the spins go
+    to `path` (.npz, reused by a rerun) and the chosen checkpoint's generator checks
+    (`generator_checks`) to metrics.jsonl ({"kind": "generator"} | meta).
+
+    keys: {"train", "criterion", "generate"} -> [S] keys. Non-finite values are counted,
+    not judged: callers decide whether they are an error."""
+    if path.exists():
+        cached = np.load(path)
+        return cached["spins"].astype(np.float32), cached["num_nonfinite"]
+    params, chosen = train_and_select(
+        config,
+        diffusion,
+        workdir,
+        meta,
+        tag=path.stem,
+        train_keys=keys["train"],
+        criterion_keys=keys["criterion"],
+        observed=observed,
+        truth=truth,
+    )
+    raw = diffusion.generate_raw_seeds(params, keys["generate"], num_samples)
+    nonfinite = np.asarray(jnp.sum(~jnp.isfinite(raw), axis=(1, 2)))
+    spins = sampling.threshold(raw)
+    checks = _generator_checks_seeds(spins, observed, truth)
+    for i, step in enumerate(chosen):
+        record = {"kind": "generator"} | meta | {"seed": i}
+        record |= {"chosen_step": step, "num_nonfinite": int(nonfinite[i])}
+        record |= {k: float(v[i]) for k, v in checks.items()}
+        io.append_jsonl(workdir / "metrics.jsonl", record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        spins=np.asarray(spins, np.int8),
+        chosen_steps=np.asarray(chosen),
+        num_nonfinite=nonfinite,
+    )
+    return np.asarray(spins), nonfinite
+
+
+def generator_checks(generated, observed, truth):
+    """Generated spins [K, n] against the truth (n <= 20) and the observed spins: exact KL,
+    copies of observed states and their expected fraction for exact samples, uniqueness,
+    diversity, energy variances and moment errors."""
+    exact_moments = exact.moments(truth)
+    return {
+        "kl_generated": exact.kl_divergence(generated, truth),
+        "copy_fraction": metrics.copy_fraction(generated, observed),
+        "expected_copy_fraction": metrics.expected_copy_fraction(truth, observed),
+        "unique_fraction": metrics.unique_fraction(generated),
+        "mean_hamming": metrics.mean_hamming_distance(generated),
+        "energy_var_generated": jnp.var(energy(truth, generated)),
+        "energy_var_observed": jnp.var(energy(truth, observed)),
+        "energy_var_exact": _exact_energy_var(truth),
+    } | {
+        f"generated_{k}": v
+        for k, v in metrics.moment_errors(metrics.sample_moments(generated), exact_moments).items()
+    }
+
+
+_generator_checks_seeds = jax.jit(jax.vmap(generator_checks))
+
+
+def _exact_energy_var(truth):
+    n = truth.b.shape[0]
+    p = jnp.exp(exact.all_log_probs(truth))
+    e = energy(truth, exact.index_to_spins(jnp.arange(2**n, dtype=jnp.int32), n))
+    mean = p @ e
+    return p @ (e - mean) ** 2
