@@ -59,19 +59,13 @@ KINDS = ("worst", "proxy")  # crafted poison; 'random' is the control
 
 def validate_config(config) -> None:
     e, p, n = config.evasion, config.poison, config.model.n
-    sizes, methods = config.sweep.sample_sizes, config.inference.methods
+    methods = config.inference.methods
     unit = lambda v: isinstance(v, int | float) and 0 <= v <= 1  # noqa: E731
     common.check_fields(
         common.model_checks(config)
         + [
             ("model.n", n, n <= exact.MAX_N, f"<= {exact.MAX_N}"),
             common.bias_scaling_check(config),
-            (
-                "sweep.sample_sizes",
-                sizes,
-                len(sizes) >= 1 and all(common.is_int(m, 10) for m in sizes),
-                "a non-empty tuple of integers >= 10",
-            ),
             (
                 "augment.ratios",
                 config.augment.ratios,
@@ -105,13 +99,8 @@ def validate_config(config) -> None:
                 "a tuple drawn from ('worst', 'random')",
             ),
             ("poison.step_size", p.step_size, p.step_size > 0, "> 0"),
-            (
-                "baselines.holdout_fraction",
-                config.baselines.holdout_fraction,
-                0 < config.baselines.holdout_fraction < 1,
-                "in (0, 1)",
-            ),
         ]
+        + augment.augmentation_checks(config)
         + [
             (f"{name}", value, common.is_int(value, 1), "an integer >= 1")
             for name, value in (
