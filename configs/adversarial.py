@@ -31,12 +31,7 @@ def get_config(arg: str | None = None):
     for name in ("generator", "masked", "autoregressive", "selection"):
         del config[name]
 
-    config.evasion = ConfigDict()
-    config.evasion.num_test = 200  # fresh exact test patterns per seed
-    config.evasion.eps = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)  # L-inf budgets of FGSM / PGD
-    config.evasion.flips = (0, 1, 2, 4, 8)  # flip budgets k (<= n)
-    config.evasion.pgd_steps = 10  # PGD steps (single-target PGD and PGD-then-round)
-    config.evasion.pgd_restarts = 4  # random starts of each PGD
+    base_config.add_evasion(config, num_test=200)  # fresh exact test patterns per seed
 
     config.poison = ConfigDict()
     config.poison.rhos = (0.0, 0.01, 0.05, 0.1)  # poison patterns / training patterns

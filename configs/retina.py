@@ -68,6 +68,10 @@ def get_config(arg: str | None = None):
     config.baselines.l2_grid = (1.0, 10.0, 100.0, 1000.0)  # plm l2_per_sample
     config.baselines.holdout_fraction = 0.2  # of the training patterns, to score the grid
 
+    # the decoder under attack (isingjax/attacks.py): every neuron predicted from the other
+    # n - 1 (the k = 1 reconstruction) of the first num_test reconstruction patterns
+    base_config.add_evasion(config, num_test=100)
+
     config.plots = ConfigDict()
     config.plots.hidden = 4  # k of the metrics-vs-M figure
 
@@ -84,6 +88,7 @@ def get_config(arg: str | None = None):
         config.criterion.num_samples = 500
         config.augment.ratios = (1, 4)
         config.baselines.l2_grid = (0.3, 3.0, 30.0)
+        config.evasion.num_test = 50
     elif arg not in (None, ""):
         raise ValueError(f"configs/retina.py: unknown variant {arg!r}; use '' or 'quick'.")
     return config

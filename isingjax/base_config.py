@@ -97,3 +97,16 @@ def add_generators(config: ConfigDict) -> ConfigDict:
     config.selection.rules = ("energy_variance", "heldout")
     config.selection.num_folds = 2
     return config
+
+
+def add_evasion(config: ConfigDict, num_test: int) -> ConfigDict:
+    """Adds the evasion attacks of isingjax/attacks.py (config.evasion): FGSM / PGD at
+    L-inf budgets eps on the relaxation, the exact fewest flips k* and the multi-output
+    flip attacks at flip budgets k, on num_test test patterns per seed."""
+    config.evasion = ConfigDict()
+    config.evasion.num_test = num_test  # attacked test patterns per seed
+    config.evasion.eps = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)  # L-inf budgets of FGSM / PGD
+    config.evasion.flips = (0, 1, 2, 4, 8)  # flip budgets k (<= n)
+    config.evasion.pgd_steps = 10  # PGD steps (single-target PGD and PGD-then-round)
+    config.evasion.pgd_restarts = 4  # random starts of each PGD
+    return config

@@ -39,6 +39,8 @@ def small_config(n=10):
     config.sweep.sample_sizes = (10, 30)
     config.reconstruct.hidden = (1, 2)
     config.reconstruct.num_patterns = 10
+    config.evasion.num_test = 8
+    config.evasion.flips = (0, 1, 2, 4)
     config.plots.hidden = 2
     return config
 
@@ -186,6 +188,10 @@ def test_config_checks():
     with pytest.raises(common.ConfigError, match="exact_ml needs model.n <= 20"):
         retina.validate_config(config)
     config = retina_config.get_config()
+    config.evasion.num_test = config.reconstruct.num_patterns + 1
+    with pytest.raises(common.ConfigError, match="evasion.num_test"):
+        retina.validate_config(config)
+    config = retina_config.get_config()
     config.plots.hidden = 3
     with pytest.raises(common.ConfigError, match="plots.hidden must be one of"):
         retina.validate_config(config)
@@ -232,11 +238,12 @@ def test_pipeline_end_to_end_on_a_synthetic_raster_and_resume(tmp_path):
     scipy.io.savemat(tmp_path / "raster.mat", {"bint": bint})
     config = tiny_config(tmp_path / "raster.mat")
     records = retina.run(config, tmp_path / "run")
-    # fit: test, training patterns, independent, plm, exact_ml; recon: 7 arms x 2 k
-    assert len(records) == (5 + 7 * 2) * 2
+    # fit: test, training patterns, independent, plm, exact_ml; recon: 7 arms x 2 k;
+    # attack: the 5 model arms
+    assert len(records) == (5 + 7 * 2 + 5) * 2
     for name in ("config.json", "split.json", "results.npz", "summary.md"):
         assert (tmp_path / "run" / name).exists()
-    for name in ("pk", "correlations", "reconstruction_vs_k", "reconstruction_vs_m"):
+    for name in ("pk", "correlations", "reconstruction_vs_k", "reconstruction_vs_m", "attacks"):
         assert (tmp_path / "run" / "figures" / f"{name}.png").exists()
     arrays = np.load(tmp_path / "run" / "results.npz")
     assert arrays["neurons"].shape == (2, 6)
@@ -256,8 +263,19 @@ def test_pipeline_end_to_end_on_a_synthetic_raster_and_resume(tmp_path):
         arrays["fit_test_pnll"][fa.index("exact_ml")]
         < arrays["fit_test_pnll"][fa.index("independent")]
     )
+    # the decoder under attack: k* = 0 exactly for the wrong predictions, so certified
+    # accuracy at k = 0 is the clean accuracy, as is every attack's at zero budget; FGSM
+    # is the exact worst case of a linear conditional, which PGD cannot beat
+    clean = arrays["attack_clean_accuracy"]
+    assert np.all(np.isfinite(clean)) and clean.shape == (1, 5, 2)
+    np.testing.assert_allclose(arrays["attack_certified_accuracy"][..., 0], clean, atol=1e-6)
+    for attack in ("fgsm", "pgd"):
+        np.testing.assert_allclose(arrays[f"attack_{attack}_accuracy"][..., 0], clean, atol=1e-6)
+    assert np.all(arrays["attack_pgd_accuracy"] >= arrays["attack_fgsm_accuracy"] - 1e-6)
+    assert np.all(np.diff(arrays["attack_certified_accuracy"], axis=-1) <= 0)
     summary = (tmp_path / "run" / "summary.md").read_text()
     assert "Is the Ising model any good" in summary and "Paired differences" in summary
+    assert "The decoder under attack" in summary and "Paired certified accuracy" in summary
     again = retina.run(config, tmp_path / "run")  # resumes: nothing recomputed
     assert again == records
     config.seed = 1

@@ -58,7 +58,7 @@ KINDS = ("worst", "proxy")  # crafted poison; 'random' is the control
 
 
 def validate_config(config) -> None:
-    e, p, n = config.evasion, config.poison, config.model.n
+    p, n = config.poison, config.model.n
     methods = config.inference.methods
     unit = lambda v: isinstance(v, int | float) and 0 <= v <= 1  # noqa: E731
     common.check_fields(
@@ -78,18 +78,6 @@ def validate_config(config) -> None:
                 len(methods) >= 1 and set(methods) <= set(inference.METHODS),
                 f"a non-empty tuple drawn from {tuple(inference.METHODS)}",
             ),
-            (
-                "evasion.eps",
-                e.eps,
-                len(e.eps) >= 1 and all(isinstance(v, int | float) and v >= 0 for v in e.eps),
-                "a non-empty tuple of finite values >= 0",
-            ),
-            (
-                "evasion.flips",
-                e.flips,
-                len(e.flips) >= 1 and all(common.is_int(k, 0) and k <= n for k in e.flips),
-                f"a non-empty tuple of integers in [0, model.n = {n}]",
-            ),
             ("poison.rhos", p.rhos, len(p.rhos) >= 1 and all(map(unit, p.rhos)), "in [0, 1]"),
             ("poison.generator_rho", p.generator_rho, 0 < p.generator_rho <= 1, "in (0, 1]"),
             (
@@ -104,13 +92,11 @@ def validate_config(config) -> None:
         + [
             (f"{name}", value, common.is_int(value, 1), "an integer >= 1")
             for name, value in (
-                ("evasion.num_test", e.num_test),
-                ("evasion.pgd_steps", e.pgd_steps),
-                ("evasion.pgd_restarts", e.pgd_restarts),
                 ("poison.num_steps", p.num_steps),
                 ("poison.num_heldout", p.num_heldout),
             )
         ]
+        + common.evasion_checks(config)
         + diffusion_stage.config_checks(config)
     )
     common.check_options(config, set(methods) | {config.criterion.method})

@@ -87,6 +87,28 @@ def model_checks(config) -> list:
     ]
 
 
+def evasion_checks(config) -> list:
+    """Checks of config.evasion (base_config.add_evasion)."""
+    e, n = config.evasion, config.model.n
+    return [
+        (
+            "evasion.eps",
+            e.eps,
+            len(e.eps) >= 1 and all(is_positive(v, allow_zero=True) for v in e.eps),
+            "a non-empty tuple of finite values >= 0",
+        ),
+        (
+            "evasion.flips",
+            e.flips,
+            len(e.flips) >= 1 and all(is_int(k, 0) and k <= n for k in e.flips),
+            f"a non-empty tuple of integers in [0, model.n = {n}]",
+        ),
+    ] + [
+        (f"evasion.{name}", e[name], is_int(e[name], 1), "an integer >= 1")
+        for name in ("num_test", "pgd_steps", "pgd_restarts")
+    ]
+
+
 BIAS_SCALINGS = ("none", "beta/sqrt(n)")
 
 

@@ -19,9 +19,15 @@ retina_data.py. Then
      diffusion_l2  the same tuning with the K = max(ratios) M DDPM samples added,
    beside the all-silent and independent-neuron baselines: every k of reconstruct.hidden
    neurons of each test pattern hidden and reconstructed (retina_reconstruct.py).
+3. The decoder under attack, every model arm of 2. with the same keys and budgets: each
+   neuron predicted from the other n - 1 (the k = 1 reconstruction) on the first
+   evasion.num_test reconstruction patterns, attacked by attacks.evasion_core (FGSM / PGD
+   at L-inf budgets on the relaxation, the exact fewest flips k* and certified accuracy,
+   greedy and PGD-then-round flips against all n predictions of a pattern at once).
 
 Outputs: config.json, split.json (the repeats and neurons of every seed), metrics.jsonl,
-results.jsonl (one line per (section, M, arm, k, seed); a rerun resumes), results.npz,
+results.jsonl (one line per (section, M, arm, k, seed), section 'attack' with k = 1; a
+rerun resumes), results.npz,
 summary.md, generated/m<M>.npz, checkpoints/, figures/.
 """
 
@@ -37,7 +43,7 @@ import numpy as np
 from absl import logging
 from jax import lax
 
-from isingjax import exact, inference, io, metrics, runtime, sweeps
+from isingjax import attacks, exact, inference, io, metrics, runtime, sweeps
 from isingjax.diffusion import sampling
 from isingjax.pipelines import augment, common, diffusion_stage
 from isingjax.pipelines import retina_data as data
@@ -120,6 +126,13 @@ def validate_config(config) -> None:
             ),
             ("reconstruct.min_rate", r.min_rate, 0 <= r.min_rate < 1, "in [0, 1)"),
             (
+                "evasion.num_test",
+                config.evasion.num_test,
+                config.evasion.num_test <= r.num_patterns,
+                f"<= reconstruct.num_patterns ({r.num_patterns}): the attacked patterns are "
+                "the first reconstruction patterns",
+            ),
+            (
                 "plots.hidden",
                 config.plots.hidden,
                 config.plots.hidden in r.hidden,
@@ -127,6 +140,7 @@ def validate_config(config) -> None:
             ),
         ]
         + augment.augmentation_checks(config)
+        + common.evasion_checks(config)
         + diffusion_stage.config_checks(config)
     )
     common.check_options(config, set(config.fit.methods) | {"plm", config.criterion.method})
@@ -193,6 +207,8 @@ def make_stage_fn(config, m: int):
         [jnp.ones((len(ratios), m)), (jnp.arange(k_max)[None, :] < ratios[:, None] * m)], axis=1
     ).astype(jnp.float32)
     hidden_sizes = tuple(config.reconstruct.hidden)
+    e = config.evasion
+    eps, flips = jnp.asarray(e.eps, jnp.float32), jnp.asarray(e.flips, jnp.int32)
 
     def one_seed(inputs, root):
         observed, generated = inputs["observed"], inputs["generated"]
@@ -230,7 +246,17 @@ def make_stage_fn(config, m: int):
             scores = {
                 f"k{k}": recon.model_scores(est, patterns, order[:, :k]) for k in hidden_sizes
             }
-            out[arm] = {"arm": per_arm | extra, "hidden": scores}
+            attacked = attacks.evasion_core(  # same key, patterns and budgets for every arm
+                jax.random.fold_in(keys["attack"], m),
+                est,
+                patterns[: e.num_test],
+                eps,
+                flips,
+                num_steps=e.pgd_steps,
+                num_restarts=e.pgd_restarts,
+                max_flips=max(e.flips),
+            )
+            out[arm] = {"arm": per_arm | extra, "hidden": scores, "attack": attacked}
         base = {k: recon.baseline_scores(rates, patterns, order[:, :k]) for k in hidden_sizes}
         indep_nll = fit_checks.independent_nll(rates, inputs["test"])
         for arm in ("independent", "silent"):
@@ -243,6 +269,11 @@ def make_stage_fn(config, m: int):
 
 def _recon_records(out, m, config, nonfinite):
     for arm, fields in out.items():
+        for seed in range(config.num_seeds) if "attack" in fields else ():
+            record = {"section": "attack", "num_samples": m, "arm": arm, "hidden": 1}
+            record |= {"seed": seed}
+            record |= {f: np.asarray(v[seed]).tolist() for f, v in fields["attack"].items()}
+            yield record
         scalars = fields["arm"]
         for k in config.reconstruct.hidden:
             for seed in range(config.num_seeds):
@@ -337,7 +368,7 @@ def run(config, workdir) -> list[dict]:
         logging.info("retina: goodness-of-fit checks at M=%d", m_fit)
         sweeps.append_cells(results_path, _fit_section(config, sel, root, m_fit), done, COORDS)
     diffusion = diffusion_stage.Diffusion(config)
-    todo = [m for m in config.sweep.sample_sizes if not set(summary.recon_cells(config, m)) <= done]
+    todo = [m for m in config.sweep.sample_sizes if not set(summary.block_cells(config, m)) <= done]
     progress = runtime.Progress("retina: reconstruction blocks (M)", len(todo))
     for m in todo:
         observed = sel["train"][:, :m]
@@ -357,5 +388,6 @@ def run(config, workdir) -> list[dict]:
     figures.plot_correlations(out / "correlations.png", records, config)
     figures.plot_vs_hidden(out / "reconstruction_vs_k.png", arrays)
     figures.plot_vs_m(out / "reconstruction_vs_m.png", arrays, config.plots.hidden)
+    figures.plot_attacks(out / "attacks.png", arrays)
     logging.info("retina: done in %.1fs; outputs in %s", time.time() - start, workdir)
     return records

@@ -120,3 +120,28 @@ def plot_vs_m(path, arrays, k):
     for ax in axes[0]:
         ax.set(xlabel=f"training patterns M (k = {k})")
     common.save_figure(fig, path)
+
+
+def plot_attacks(path, arrays):
+    """The decoder under attack, a row per M: PGD robust accuracy against the L-inf budget
+    eps and certified robust accuracy against flips k, every model arm (mean ± s.e.)."""
+    if "attack_pgd_accuracy" not in arrays:
+        return
+    sizes = arrays["sample_sizes"]
+    fig, axes = common.new_figure(len(sizes), 2, 3.8, 2.8)
+    panels = (("pgd_accuracy", "eps", "L-inf budget ε"), ("certified_accuracy", "flips", "flips k"))
+    for i, m in enumerate(sizes):
+        for c, (field, axis, xlabel) in enumerate(panels):
+            ax, x = axes[i, c], arrays[axis]
+            mean, se = common.mean_se(np.moveaxis(arrays[f"attack_{field}"][i], 1, -1))
+            for a, arm in enumerate(arrays["attack_arms"]):
+                if not np.all(np.isnan(mean[a])):
+                    ax.errorbar(
+                        x, mean[a], yerr=se[a], color=COLORS[arm], marker="o", ms=3,
+                        capsize=2, lw=1.2, label=LABELS[arm],
+                    )  # fmt: skip
+            ax.set(xlabel=xlabel, ylabel=f"robust accuracy (M = {m})")
+    axes[0, 0].legend(fontsize=6)
+    axes[0, 0].set_title("PGD on the relaxation", fontsize=9)
+    axes[0, 1].set_title("certified (exact k*)", fontsize=9)
+    common.save_figure(fig, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from isingjax import sweeps
+from isingjax import attacks, sweeps
 from isingjax.pipelines import common
 
 COORDS = ("section", "num_samples", "arm", "hidden", "seed")
@@ -62,16 +62,21 @@ def fit_cells(config, m_fit):
             yield ("fit", m_fit, arm, 0, seed)
 
 
-def recon_cells(config, m):
+def block_cells(config, m):
+    """The cells of one M block: reconstruction (every arm and k) and attack (model arms)."""
     for arm in RECON_ARMS:
         for k in config.reconstruct.hidden:
             for seed in range(config.num_seeds):
                 yield ("recon", m, arm, k, seed)
+    for arm in MODEL_ARMS:
+        for seed in range(config.num_seeds):
+            yield ("attack", m, arm, 1, seed)
 
 
 def write_npz(path, records, config, split) -> dict:
     """results.npz: RECON_FIELDS [M, arm, k, seed], fit_<FIELDS> [fit arm, seed], fit_pk
-    [fit arm, seed, n + 1] (NaN where absent), the split of every seed and the axes."""
+    [fit arm, seed, n + 1], attack_<attacks.EVASION_FIELDS> [M, model arm, seed, ...] (NaN
+    where absent), the split of every seed and the axes."""
     recon = [r for r in records if r["section"] == "recon"]
     sizes = sorted(set(config.sweep.sample_sizes) | {r["num_samples"] for r in recon})
     hidden = sorted(set(config.reconstruct.hidden) | {r["hidden"] for r in recon})
@@ -94,6 +99,21 @@ def write_npz(path, records, config, split) -> dict:
     index = {("fit", m_fit, a, 0, s): (i, s) for i, a in enumerate(arms) for s in range(seeds)}
     sweeps.fill_cells(fit_arrays, index, fit, COORDS)
     arrays |= {f"fit_{k}": v for k, v in fit_arrays.items()}
+    attack = [r for r in records if r["section"] == "attack"]
+    for name in attacks.EVASION_FIELDS:
+        example = next((r[name] for r in attack if name in r), None)
+        if example is not None:
+            arrays[f"attack_{name}"] = np.full(
+                (len(sizes), len(MODEL_ARMS), seeds) + np.shape(example), np.nan
+            )
+    index = {
+        ("attack", m, arm, 1, s): (i, a, s)
+        for i, m in enumerate(sizes)
+        for a, arm in enumerate(MODEL_ARMS)
+        for s in range(seeds)
+    }
+    attack_arrays = {k[len("attack_") :]: v for k, v in arrays.items() if k.startswith("attack_")}
+    sweeps.fill_cells(attack_arrays, index, attack, COORDS)
     arrays |= {
         "sample_sizes": np.asarray(sizes),
         "arms": np.asarray(RECON_ARMS),
@@ -101,17 +121,20 @@ def write_npz(path, records, config, split) -> dict:
         "seeds": np.arange(seeds),
         "fit_arms": np.asarray(arms),
         "fit_num_samples": np.asarray(m_fit),
+        "attack_arms": np.asarray(MODEL_ARMS),
+        "eps": np.asarray(config.evasion.eps),
+        "flips": np.asarray(config.evasion.flips),
     }
     arrays |= {key: np.asarray(v) for key, v in split.items()}
     np.savez(path, **arrays)
     return arrays
 
 
-def _cell(values, digits=3, flag=False) -> str:
+def _cell(values, digits=3, flag=False, signed=False) -> str:
     mu, se = common.mean_se(values)
     if np.isnan(mu):
         return "–"
-    return f"{mu:.{digits}f} ± {se:.{digits}f}" + ("†" if flag else "")
+    return f"{mu:{'+' if signed else ''}.{digits}f} ± {se:.{digits}f}" + ("†" if flag else "")
 
 
 def fit_table(arrays) -> str:
@@ -171,8 +194,7 @@ def paired_table(arrays, fields) -> str:
             for f in fields:
                 for a, b in PAIRS:
                     diff = arrays[f][i, arms.index(a), j] - arrays[f][i, arms.index(b), j]
-                    mu, se = common.mean_se(diff)
-                    row.append("–" if np.isnan(mu) else f"{mu:+.4f} ± {se:.4f}")
+                    row.append(_cell(diff, 4, signed=True))
             if any(c != "–" for c in row):
                 lines.append(f"| {m} | {k} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -193,6 +215,68 @@ def per_m_table(arrays) -> str:
         if any(c != "–" for c in row):
             lines.append(f"| {m} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def attack_table(arrays, field, heads, *, digits=3, paired=False) -> str:
+    """Rows (M, model arm), columns heads: attack_<field> [M, arm, seed, C] as mean ± s.e.
+    over seeds; paired: per seed, each augmented arm minus its control (PAIRS)."""
+    values, arms = arrays[f"attack_{field}"], list(arrays["attack_arms"])
+    lines = ["| M | arm | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
+    rows = PAIRS if paired else [(a, None) for a in arms]
+    for i, m in enumerate(arrays["sample_sizes"]):
+        for arm, control in rows:
+            v = values[i, arms.index(arm)].reshape(values.shape[2], -1)  # [seed, C]
+            if control is not None:
+                v = v - values[i, arms.index(control)].reshape(v.shape)
+            row = [_cell(v[:, c], digits, signed=paired) for c in range(len(heads))]
+            name = LABELS[arm] + ("" if control is None else f" − {LABELS[control]}")
+            if any(c != "–" for c in row):
+                lines.append(f"| {m} | {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def attack_sections(arrays) -> list[tuple[str, str]]:
+    """The decoder under attack: every neuron predicted from the others (sign of its
+    conditional field) on the attacked test patterns."""
+    if "attack_pgd_accuracy" not in arrays:
+        return []
+    eps = [f"ε={e:g}" for e in arrays["eps"]]
+    flips = [f"k={k}" for k in arrays["flips"]]
+    both = (arrays["attack_clean_accuracy"], arrays["attack_k_star_mean"])
+    clean = arrays | {"attack_clean": np.stack(both, axis=-1)}
+    return [
+        (
+            "The decoder under attack: each neuron predicted from the other n − 1 (the k = 1 "
+            "reconstruction) on the first evasion.num_test test patterns. Clean accuracy "
+            "and mean k* (fewest flips of other neurons that change a correct prediction; exact; n "
+            "when no flips can)",
+            attack_table(clean, "clean", ["clean accuracy", "mean k*"]),
+        ),
+        (
+            "PGD robust accuracy vs L-inf budget ε on the relaxation (mean ± s.e. over seeds)",
+            attack_table(arrays, "pgd_accuracy", eps),
+        ),
+        (
+            "PGD success rate (originally correct predictions made wrong)",
+            attack_table(arrays, "pgd_success", eps),
+        ),
+        (
+            "Paired PGD robust accuracy, augmented − its control (per seed)",
+            attack_table(arrays, "pgd_accuracy", eps, paired=True),
+        ),
+        (
+            "Certified robust accuracy vs flips k of other neurons (exact k*)",
+            attack_table(arrays, "certified_accuracy", flips),
+        ),
+        (
+            "Paired certified accuracy, augmented − its control (per seed)",
+            attack_table(arrays, "certified_accuracy", flips, paired=True),
+        ),
+        (
+            "Success rate of the greedy k-flip attack on all n predictions of a pattern at once",
+            attack_table(arrays, "greedy_success", flips),
+        ),
+    ]
 
 
 def summary_sections(arrays) -> list[tuple[str, str]]:
@@ -237,4 +321,5 @@ def summary_sections(arrays) -> list[tuple[str, str]]:
             "and negative log-loss favour augmentation), mean ± s.e.",
             paired_table(arrays, ("map_balanced_accuracy", "marginal_log_loss")),
         ),
+        *attack_sections(arrays),
     ]
