@@ -57,6 +57,7 @@ def get_config(arg: str | None = None):
     config.reconstruct = ConfigDict()
     config.reconstruct.hidden = (1, 2, 4, 8, 16)  # k neurons hidden per test pattern (<= 20)
     config.reconstruct.num_patterns = 400  # test patterns per seed
+    config.reconstruct.inpaint_samples = 8  # DDPM inpaintings per pattern (0: no such arm)
     config.reconstruct.min_rate = 0.0  # hidden neurons drawn among those firing more often
     # than this in the training patterns (0: every neuron that fires at least once)
 

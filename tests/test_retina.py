@@ -238,9 +238,9 @@ def test_pipeline_end_to_end_on_a_synthetic_raster_and_resume(tmp_path):
     scipy.io.savemat(tmp_path / "raster.mat", {"bint": bint})
     config = tiny_config(tmp_path / "raster.mat")
     records = retina.run(config, tmp_path / "run")
-    # fit: test, training patterns, independent, plm, exact_ml; recon: 7 arms x 2 k;
+    # fit: test, training patterns, independent, plm, exact_ml; recon: 8 arms x 2 k;
     # attack: the 5 model arms
-    assert len(records) == (5 + 7 * 2 + 5) * 2
+    assert len(records) == (5 + 8 * 2 + 5) * 2
     for name in ("config.json", "split.json", "results.npz", "summary.md"):
         assert (tmp_path / "run" / name).exists()
     for name in ("pk", "correlations", "reconstruction_vs_k", "reconstruction_vs_m", "attacks"):
@@ -256,6 +256,12 @@ def test_pipeline_end_to_end_on_a_synthetic_raster_and_resume(tmp_path):
     )
     np.testing.assert_allclose(arrays["map_balanced_accuracy"][:, a.index("silent")], 0.5)
     assert np.all(np.isfinite(arrays["map_balanced_accuracy"][:, a.index("plm")]))
+    # DDPM inpainting predicts per neuron: its most probable and marginal scores coincide
+    inpaint = a.index("inpaint")
+    assert np.all(np.isfinite(arrays["marginal_log_loss"][:, inpaint]))
+    np.testing.assert_array_equal(
+        arrays["map_accuracy"][:, inpaint], arrays["marginal_accuracy"][:, inpaint]
+    )
     # the Ising fits beat independent neurons on held-out pseudo-likelihood of this
     # pairwise-coupled raster
     fa = list(arrays["fit_arms"])

@@ -132,6 +132,26 @@ def sample_continuous(
     raise ValueError(f"unknown diffusion sampler {sampler!r}; choose one of {SAMPLERS}.")
 
 
+def inpainting_corrector(schedule: Schedule, known: jax.Array, mask: jax.Array) -> Corrector:
+    """The replacement method of imputation (Song et al., ICLR 2021, app. I.2; RePaint
+    without resampling): before each reverse step at noise level t the known coordinates
+    (mask True) of x are replaced by a fresh forward sample of the known values,
+    sqrt(abar_t) known + sqrt(1 - abar_t) z, so the network fills the others in
+    conditioned on them. known, mask: [B, n] (the values elsewhere are ignored).
+
+    It is approximate, and the more so the fewer coordinates are known: with the exact eps
+    of data whose spins are all equal, two spins filled in from four known ones follow
+    them every time, one known spin of three steers the other two only 88 % (ddpm) and
+    78 % (ddim, 50 steps) of the time (tests/test_diffusion.py)."""
+
+    def corrector(key, x, t):
+        abar = schedule.alpha_bars[t - 1]
+        noisy = jnp.sqrt(abar) * known + jnp.sqrt(1.0 - abar) * jax.random.normal(key, x.shape)
+        return jnp.where(mask, noisy, x)
+
+    return corrector
+
+
 def sample_spins_counted(key: jax.Array, eps_fn: EpsFn, schedule: Schedule, **kwargs):
     """(spins [num_samples, n] (float32 ±1), number of samples that were non-finite before
     thresholding (int32 [])); keyword arguments as `sample_continuous`."""

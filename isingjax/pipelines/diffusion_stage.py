@@ -117,6 +117,7 @@ class Diffusion:
         self.generate_raw_seeds = jax.jit(
             jax.vmap(self.generate_raw, in_axes=(0, 0, None)), static_argnums=2
         )
+        self.inpaint_seeds = jax.jit(jax.vmap(self.inpaint))
         self.infer_observed = jax.jit(jax.vmap(fit_fn(config, config.criterion.method)))
         self.criterion = _criterion_fn(config, self)
 
@@ -143,6 +144,22 @@ class Diffusion:
             n=self.config.model.n,
             sampler=d.sampler,
             num_steps=d.ddim_steps,
+        )
+
+    def inpaint(self, params, key, known, mask):
+        """The reverse process's continuous x_0 [B, n] with the coordinates where mask
+        [B, n] is True held to known [B, n] (sampling.inpainting_corrector): the others
+        filled in by the network, conditioned on them."""
+        d = self.config.diffusion
+        return sampling.sample_continuous(
+            key,
+            self.eps_fn(params),
+            self.schedule,
+            num_samples=known.shape[0],
+            n=self.config.model.n,
+            sampler=d.sampler,
+            num_steps=d.ddim_steps,
+            corrector=sampling.inpainting_corrector(self.schedule, known, mask),
         )
 
     def vmapped_chunk(self, state, data, weights, num_steps: int):

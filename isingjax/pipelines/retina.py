@@ -17,6 +17,9 @@ retina_data.py. Then
                    of the validation repeats,
      l2            plm with the penalty tuned on held-out training patterns (augment.tuned_l2),
      diffusion_l2  the same tuning with the K = max(ratios) M DDPM samples added,
+     inpaint       the DDPM itself (the diffusion arms' checkpoint) filling the hidden
+                   neurons in by the replacement method (sampling.inpainting_corrector),
+                   reconstruct.inpaint_samples draws per pattern (per-neuron majority),
    beside the all-silent and independent-neuron baselines: every k of reconstruct.hidden
    neurons of each test pattern hidden and reconstructed (retina_reconstruct.py).
 3. The decoder under attack, every model arm of 2. with the same keys and budgets: each
@@ -150,17 +153,20 @@ def generated_path(workdir, m) -> Path:
     return Path(workdir) / "generated" / f"m{m}.npz"
 
 
-def _generated(config, diffusion, workdir, root, m, observed):
-    """DDPM samples [S, K_max, n] of each seed's chosen checkpoint (trained on its M
-    patterns [S, M, n]) and the non-finite counts [S] of their raw output; cached."""
+def _generated(config, diffusion, workdir, root, m, observed, recon_inputs):
+    """Each seed's DDPM (trained on its M patterns observed [S, M, n], checkpoint chosen by
+    the criterion), cached in generated/m<M>.npz: 'spins' [S, K_max, n] generated, and for
+    every k of reconstruct.hidden 'inpaint_k<k>' [S, P, k], the fraction of
+    reconstruct.inpaint_samples inpainted completions of the recon patterns in which each
+    hidden neuron spikes; 'num_nonfinite' and 'inpaint_nonfinite' [S] count the non-finite
+    values of the raw outputs (an error unless augment.allow_nonfinite)."""
     path = generated_path(workdir, m)
-    if path.exists():
-        cached = np.load(path)
-        spins, nonfinite = cached["spins"].astype(np.float32), cached["num_nonfinite"]
-    else:
+    cached = dict(np.load(path)) if path.exists() else {}
+    wanted = ["spins"] + _inpaint_names(config)
+    if not all(name in cached for name in wanted):
         seeds = jnp.arange(config.num_seeds)
         seed_keys = jax.vmap(lambda s: data.keys(root, s))(seeds)
-        params, chosen = diffusion_stage.train_and_select(
+        params, chosen = diffusion_stage.train_and_select(  # resumes: checkpoints, records
             config,
             diffusion,
             workdir,
@@ -171,31 +177,66 @@ def _generated(config, diffusion, workdir, root, m, observed):
             observed=observed,
             truth=None,
         )
-        k_max = max(config.augment.ratios) * m
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, m))(seed_keys["generate"])
-        raw = diffusion.generate_raw_seeds(params, keys, k_max)
-        nonfinite = np.asarray(jnp.sum(~jnp.isfinite(raw), axis=(1, 2)))
-        spins = np.asarray(sampling.threshold(raw))
-        for i, step in enumerate(chosen):
-            record = {"kind": "generator", "num_samples": m, "seed": i, "chosen_step": step}
-            record |= {"num_nonfinite": int(nonfinite[i])}
-            record |= {"copy_fraction": float(metrics.copy_fraction(spins[i], observed[i]))}
-            record |= {"unique_fraction": float(metrics.unique_fraction(spins[i]))}
-            io.append_jsonl(workdir / "metrics.jsonl", record)
+        if "spins" not in cached:
+            cached |= _generate(config, diffusion, workdir, seed_keys, params, chosen, m, observed)
+        if _inpaint_names(config):
+            cached |= _inpaint(config, diffusion, seed_keys, params, m, recon_inputs)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            path,
-            spins=spins.astype(np.int8),
-            chosen_steps=np.asarray(chosen),
-            num_nonfinite=nonfinite,
-        )
-    if np.any(nonfinite > 0) and not config.augment.allow_nonfinite:
-        raise RuntimeError(
-            f"retina: the generator of M={m} produced non-finite values (per seed: "
-            f"{np.asarray(nonfinite).tolist()}); set config.augment.allow_nonfinite=True "
-            "to use them anyway (the cells are flagged in summary.md)."
-        )
-    return spins, nonfinite
+        np.savez(path, **cached)
+    for name in ("num_nonfinite", "inpaint_nonfinite"):
+        nonfinite = cached.get(name, np.zeros(1))
+        if np.any(nonfinite > 0) and not config.augment.allow_nonfinite:
+            raise RuntimeError(
+                f"retina: the generator of M={m} produced non-finite values ({name} per "
+                f"seed: {np.asarray(nonfinite).tolist()}); set "
+                "config.augment.allow_nonfinite=True to use them anyway (the cells are "
+                "flagged in summary.md)."
+            )
+    cached["spins"] = cached["spins"].astype(np.float32)
+    return cached
+
+
+def _inpaint_names(config):
+    if config.reconstruct.inpaint_samples == 0:
+        return []
+    return [f"inpaint_k{k}" for k in config.reconstruct.hidden] + ["inpaint_nonfinite"]
+
+
+def _generate(config, diffusion, workdir, seed_keys, params, chosen, m, observed):
+    """K_max = max(ratios) M spins per seed at the chosen checkpoints, with their checks."""
+    k_max = max(config.augment.ratios) * m
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, m))(seed_keys["generate"])
+    raw = diffusion.generate_raw_seeds(params, keys, k_max)
+    nonfinite = np.asarray(jnp.sum(~jnp.isfinite(raw), axis=(1, 2)))
+    spins = np.asarray(sampling.threshold(raw))
+    for i in range(config.num_seeds):
+        record = {"kind": "generator", "num_samples": m, "seed": i, "chosen_step": chosen[i]}
+        record |= {"num_nonfinite": int(nonfinite[i])}
+        record |= {"copy_fraction": float(metrics.copy_fraction(spins[i], observed[i]))}
+        record |= {"unique_fraction": float(metrics.unique_fraction(spins[i]))}
+        io.append_jsonl(workdir / "metrics.jsonl", record)
+    chosen = np.asarray(chosen)
+    return {"spins": spins.astype(np.int8), "chosen_steps": chosen, "num_nonfinite": nonfinite}
+
+
+def _inpaint(config, diffusion, seed_keys, params, m, recon_inputs):
+    """Inpainting of the recon patterns [S, P, n] with their hidden neurons (the first k
+    of recon_inputs['hidden'] [S, P, k_max]) masked, reconstruct.inpaint_samples draws
+    each: the spike fraction of every hidden neuron, per k."""
+    draws, n = config.reconstruct.inpaint_samples, config.model.n
+    patterns, order = jnp.asarray(recon_inputs["recon"]), jnp.asarray(recon_inputs["hidden"])
+    num_seeds, num_patterns = patterns.shape[:2]
+    known = jnp.repeat(patterns, draws, axis=1)  # [S, P * draws, n]
+    out, nonfinite = {}, np.zeros(num_seeds, np.int64)
+    for k in config.reconstruct.hidden:
+        hidden = order[:, :, :k]
+        mask = ~jnp.any(jax.nn.one_hot(hidden, n, dtype=bool), axis=2)  # True: known
+        keys = jax.vmap(lambda key, k=k: jax.random.fold_in(key, m * 64 + k))(seed_keys["inpaint"])
+        raw = diffusion.inpaint_seeds(params, keys, known, jnp.repeat(mask, draws, axis=1))
+        nonfinite += np.asarray(jnp.sum(~jnp.isfinite(raw), axis=(1, 2)))
+        spikes = jnp.mean(raw.reshape(num_seeds, num_patterns, draws, n) > 0, axis=2)
+        out[f"inpaint_k{k}"] = np.asarray(jnp.take_along_axis(spikes, hidden, axis=2))
+    return out | {"inpaint_nonfinite": nonfinite}
 
 
 def make_stage_fn(config, m: int):
@@ -261,13 +302,22 @@ def make_stage_fn(config, m: int):
         indep_nll = fit_checks.independent_nll(rates, inputs["test"])
         for arm in ("independent", "silent"):
             out[arm] = {"arm": {}, "hidden": {f"k{k}": base[k][arm] for k in base}}
+        if config.reconstruct.inpaint_samples:
+            draws = config.reconstruct.inpaint_samples
+            inpainted = {
+                f"k{k}": recon.inpainting_scores(
+                    inputs[f"inpaint_k{k}"], draws, patterns, order[:, :k]
+                )
+                for k in hidden_sizes
+            }
+            out["inpaint"] = {"arm": {}, "hidden": inpainted}
         out["independent"]["arm"]["test_pnll"] = indep_nll
         return out
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
 
 
-def _recon_records(out, m, config, nonfinite):
+def _recon_records(out, m, config, cached):
     for arm, fields in out.items():
         for seed in range(config.num_seeds) if "attack" in fields else ():
             record = {"section": "attack", "num_samples": m, "arm": arm, "hidden": 1}
@@ -282,7 +332,9 @@ def _recon_records(out, m, config, nonfinite):
                 record |= {f: _scalar(v[seed]) for f, v in scalars.items()}
                 record |= {f: _scalar(v[seed]) for f, v in fields["hidden"][f"k{k}"].items()}
                 if arm.startswith("diffusion"):
-                    record["num_nonfinite"] = int(nonfinite[seed])
+                    record["num_nonfinite"] = int(cached["num_nonfinite"][seed])
+                if arm == "inpaint":
+                    record["num_nonfinite"] = int(cached["inpaint_nonfinite"][seed])
                 yield record
 
 
@@ -372,12 +424,13 @@ def run(config, workdir) -> list[dict]:
     progress = runtime.Progress("retina: reconstruction blocks (M)", len(todo))
     for m in todo:
         observed = sel["train"][:, :m]
-        generated, nonfinite = _generated(config, diffusion, workdir, root, m, observed)
         inputs = {"seed": np.arange(config.num_seeds, dtype=np.int32), "observed": observed}
-        inputs |= {"generated": generated}
         inputs |= {key: sel[key] for key in ("validation", "test", "recon", "hidden")}
+        cached = _generated(config, diffusion, workdir, root, m, observed, inputs)
+        inputs |= {"generated": cached["spins"]}
+        inputs |= {name: cached[name] for name in _inpaint_names(config)[:-1]}
         out = sweeps.run_over_seeds(make_stage_fn(config, m), inputs, root)
-        sweeps.append_cells(results_path, _recon_records(out, m, config, nonfinite), done, COORDS)
+        sweeps.append_cells(results_path, _recon_records(out, m, config, cached), done, COORDS)
         progress.step(f"M={m}")
     records = io.read_jsonl(results_path)
     arrays = summary.write_npz(workdir / "results.npz", records, config, split)

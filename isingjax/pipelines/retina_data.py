@@ -89,7 +89,7 @@ def check_data(config, raster_shape) -> None:
 
 def keys(root, seed) -> dict:
     names = ("split", "neurons", "train", "recon", "hidden", "mcmc", "independent")
-    names += ("diffusion", "criterion", "generate", "l2", "attack")
+    names += ("diffusion", "criterion", "generate", "l2", "attack", "inpaint")
     return dict(zip(names, jax.random.split(sweeps.seed_key(root, seed), len(names)), strict=True))
 
 

@@ -19,6 +19,7 @@ COLORS = {
     "diffusion_val": "tab:pink",
     "l2": "tab:cyan",
     "diffusion_l2": "tab:purple",
+    "inpaint": "tab:olive",
 }
 FIT_LABELS = {"test": "test patterns", "train_data": "training patterns"}
 RECON_PANELS = (

@@ -82,14 +82,27 @@ def independent_rates(observed: jax.Array) -> jax.Array:
     return (jnp.sum(observed > 0, axis=0) + 0.5) / (observed.shape[0] + 1.0)
 
 
+def per_neuron_scores(truth: jax.Array, p: jax.Array) -> dict:
+    """Scores of a predictor that gives each hidden neuron its own P(spike) p [...] (its
+    completion is per neuron, so the same scores go under 'map_' and 'marginal_')."""
+    out = scores(truth, jnp.where(p > 0.5, 1.0, -1.0), p)
+    return {f"{m}_{k}": v for m in ("map", "marginal") for k, v in out.items()}
+
+
 def baseline_scores(rates: jax.Array, patterns, hidden) -> dict:
     """The all-silent and independent-neuron baselines (same keys as model_scores, the
     independent model under both 'map_' and 'marginal_': its completion is per neuron)."""
     truth = jnp.take_along_axis(patterns, hidden, axis=1)
-    p = rates[hidden]
-    independent = scores(truth, jnp.where(p > 0.5, 1.0, -1.0), p)
     silent = scores(truth, -jnp.ones_like(truth))
     return {
         "silent": {f"{m}_{k}": v for m in ("map", "marginal") for k, v in silent.items()},
-        "independent": {f"{m}_{k}": v for m in ("map", "marginal") for k, v in independent.items()},
+        "independent": per_neuron_scores(truth, rates[hidden]),
     }
+
+
+def inpainting_scores(spike_fraction: jax.Array, num_draws: int, patterns, hidden) -> dict:
+    """Scores of inpainting with a generator: spike_fraction [P, k], the fraction of
+    num_draws inpainted completions in which each hidden neuron spikes, smoothed to
+    P(spike) = (count + 1/2) / (num_draws + 1) (a spike predicted by a strict majority)."""
+    truth = jnp.take_along_axis(patterns, hidden, axis=1)
+    return per_neuron_scores(truth, (spike_fraction * num_draws + 0.5) / (num_draws + 1.0))

@@ -9,7 +9,7 @@ from isingjax.pipelines import common
 
 COORDS = ("section", "num_samples", "arm", "hidden", "seed")
 MODEL_ARMS = ("plm", "diffusion_max", "diffusion_val", "l2", "diffusion_l2")
-RECON_ARMS = ("silent", "independent", *MODEL_ARMS)
+RECON_ARMS = ("silent", "independent", *MODEL_ARMS, "inpaint")
 LABELS = {
     "silent": "all silent",
     "independent": "independent",
@@ -18,6 +18,7 @@ LABELS = {
     "diffusion_val": "plm + DDPM K by val.",
     "l2": "plm tuned L2",
     "diffusion_l2": "tuned L2 + DDPM K=max",
+    "inpaint": "DDPM inpainting",
 }
 # (augmented arm, its control): they differ only in the DDPM samples
 PAIRS = (("diffusion_max", "plm"), ("diffusion_val", "plm"), ("diffusion_l2", "l2"))
@@ -64,7 +65,7 @@ def fit_cells(config, m_fit):
 
 def block_cells(config, m):
     """The cells of one M block: reconstruction (every arm and k) and attack (model arms)."""
-    for arm in RECON_ARMS:
+    for arm in RECON_ARMS if config.reconstruct.inpaint_samples else RECON_ARMS[:-1]:
         for k in config.reconstruct.hidden:
             for seed in range(config.num_seeds):
                 yield ("recon", m, arm, k, seed)
