@@ -90,3 +90,49 @@ def test_adversarial_rejects_bad_config(tmp_path, field, value, match):
     config[section][name] = value
     with pytest.raises(ValueError, match=match):
         adversarial.run(config, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["erasure", "tap", "exact_ml"])
+def test_adversarial_stage_of_the_other_estimators(method):
+    """One (beta, M) stage of erasure, tap and exact_ml on stand-in generated spins (no
+    DDPM): the observed arm reports the method's own fit, zero budgets change nothing and
+    certified accuracy at k = 0 is the clean accuracy."""
+    import jax
+    import jax.numpy as jnp
+
+    import isingjax as ij
+    from isingjax import poisoning
+    from isingjax.pipelines import augment
+
+    config = tiny_config()
+    config.inference.methods = (method,)
+    config.evasion.eps, config.evasion.flips, config.poison.rhos = (0.0, 0.5), (0, 2), (0.0, 0.1)
+    adversarial.validate_config(config)
+    m, beta, seeds = config.sweep.sample_sizes[0], 1.0, np.arange(config.num_seeds)
+    k, root = config.augment.ratios[0] * m, jax.random.key(config.seed)
+    kinds, extra = len(config.poison.generator_kinds), round(config.poison.generator_rho * m)
+    draw = lambda key, shape: jax.random.rademacher(key, shape, jnp.float32)  # noqa: E731
+    keys = jax.random.split(jax.random.key(5), 3)
+    inputs = {
+        "seed": seeds.astype(np.int32),
+        "generated": draw(keys[0], (len(seeds), k, 6)),
+        "gen_poisoned": draw(keys[1], (len(seeds), kinds, m + extra, 6)),
+        "gen_generated": draw(keys[2], (len(seeds), kinds, k, 6)),
+    }
+    out = adversarial.make_stage_fn(config, method, m)(inputs, root, beta)
+    observed = list(adversarial.summary.ARMS).index("observed")
+    for s in seeds:
+        truth, spins, _ = augment.truth_and_data(config, int(s), root, beta, m)
+        options = dict(config.inference.options.get(method, {}))
+        own = ij.infer(spins, method, **options)
+        want = poisoning.mse_objective(poisoning.flatten_params(own), truth)
+        np.testing.assert_allclose(out["mse_clean"][s, observed], want, rtol=1e-3, atol=1e-6)
+    for attack in ("fgsm", "pgd", "greedy", "pgdround"):
+        assert np.all(np.asarray(out[f"{attack}_success"])[..., 0] == 0.0)
+    for kind in ("worst", "proxy", "random"):
+        assert np.all(np.asarray(out[f"{kind}_delta_mse"])[..., 0] == 0.0)
+    np.testing.assert_allclose(
+        np.asarray(out["certified_accuracy"])[..., 0], out["clean_accuracy"], atol=1e-6
+    )
+    assert np.all(np.isfinite(np.asarray(out["worst_delta_mse"])))
