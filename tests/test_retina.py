@@ -314,3 +314,25 @@ def test_real_file_loads_and_splits_by_repeat():
         parts = [set(out[f"{p}_repeats"][s].tolist()) for p in ("train", "validation", "test")]
         assert set.union(*parts) == set(range(297)) and sum(map(len, parts)) == 297
     assert set(np.unique(out["train"])) <= {-1.0, 1.0}
+
+
+def test_recon_table_marks_unconverged_fits_and_nonfinite_generators():
+    from isingjax.pipelines import retina_summary
+
+    shape = (1, len(retina_summary.RECON_ARMS), 1, 2)  # M, arm, k, seed
+    arrays = {
+        "sample_sizes": np.asarray([100]),
+        "hidden": np.asarray([4]),
+        "arms": np.asarray(retina_summary.RECON_ARMS),
+        "map_f1": np.full(shape, 0.25),
+        "converged": np.ones(shape),
+        "num_nonfinite": np.zeros(shape),
+    }
+    arms = list(retina_summary.RECON_ARMS)
+    arrays["converged"][0, arms.index("plm"), 0, 1] = 0
+    arrays["num_nonfinite"][0, arms.index("inpaint"), 0, 0] = 3
+    row = retina_summary.recon_table(arrays, "map_f1").splitlines()[2].split(" | ")[2:]
+    cells = dict(zip(arms, row, strict=True))
+    assert cells["plm"] == "0.250 ± 0.000†"
+    assert cells["inpaint"].rstrip(" |") == "0.250 ± 0.000‡"
+    assert cells["l2"] == "0.250 ± 0.000"

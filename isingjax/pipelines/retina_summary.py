@@ -131,11 +131,18 @@ def write_npz(path, records, config, split) -> dict:
     return arrays
 
 
-def _cell(values, digits=3, flag=False, signed=False) -> str:
+def _cell(values, digits=3, flag="", signed=False) -> str:
     mu, se = common.mean_se(values)
     if np.isnan(mu):
         return "–"
-    return f"{mu:{'+' if signed else ''}.{digits}f} ± {se:.{digits}f}" + ("†" if flag else "")
+    return f"{mu:{'+' if signed else ''}.{digits}f} ± {se:.{digits}f}" + flag
+
+
+def _flags(arrays, at) -> str:
+    """'†' when some seed's fit at `at` did not converge, '‡' when its generator made
+    non-finite values (allowed by augment.allow_nonfinite)."""
+    flags = "†" if np.any(arrays["converged"][at] == 0) else ""
+    return flags + ("‡" if np.any(arrays["num_nonfinite"][at] > 0) else "")
 
 
 def fit_table(arrays) -> str:
@@ -157,26 +164,26 @@ def fit_table(arrays) -> str:
     for i, arm in enumerate(arrays["fit_arms"]):
         if arm == "test":
             continue
-        flag = np.any(arrays["fit_converged"][i] == 0)
+        flag = "†" if np.any(arrays["fit_converged"][i] == 0) else ""
         cells = [_cell(arrays[f"fit_{f}"][i], 4 if f.startswith("rmse") else 3) for f in fields]
         tempered = arrays["fit_tempered"][i]
         cells.append(
             "–" if np.all(np.isnan(tempered)) else ("yes" if np.any(tempered == 1) else "no")
         )
         name = {"train_data": "training patterns"}.get(arm, arm)
-        lines.append(f"| {name}{'†' if flag else ''} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name}{flag} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def recon_table(arrays, field, digits=3) -> str:
     """Rows (M, k), columns the arms: field mean ± s.e. over seeds (– where an arm has
-    none); † when some seed's fit did not converge."""
+    none); marks as `_flags`."""
     labels = [LABELS[a] for a in arrays["arms"]]
     lines = ["| M | k | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
     for i, m in enumerate(arrays["sample_sizes"]):
         for j, k in enumerate(arrays["hidden"]):
             row = [
-                _cell(arrays[field][i, a, j], digits, np.any(arrays["converged"][i, a, j] == 0))
+                _cell(arrays[field][i, a, j], digits, _flags(arrays, (i, a, j)))
                 for a in range(len(labels))
             ]
             if any(c != "–" for c in row):
@@ -300,7 +307,9 @@ def summary_sections(arrays) -> list[tuple[str, str]]:
         ),
         (
             "Reconstruction of k hidden neurons: balanced accuracy of the most probable "
-            "completion (exact over 2^k states); baselines all-silent (0.5) and independent",
+            "completion (exact over 2^k states); baselines all-silent (0.5) and independent "
+            "(†: some seed's fit did not converge; ‡: its generator made non-finite values, "
+            "allowed by augment.allow_nonfinite)",
             recon_table(arrays, "map_balanced_accuracy"),
         ),
         ("F1 on spikes of the most probable completion", recon_table(arrays, "map_f1")),
