@@ -230,6 +230,40 @@ def tiny_config(path):
 
 
 @pytest.mark.slow
+def test_merged_patterns_give_the_fits_over_all_rows():
+    """The plm fits of a block run over distinct patterns weighted by their counts; they
+    are the fits over every row (the arms' estimates and the tuned penalties)."""
+    from isingjax.inference import plm
+    from isingjax.pipelines import augment
+
+    config = small_config(6)
+    config.augment.ratios = (1, 2)
+    m, root = 40, jax.random.key(3)
+    rng = np.random.default_rng(1)
+    sparse = lambda *shape: 2.0 * (rng.random(shape) < 0.15) - 1.0  # noqa: E731
+    observed, generated = sparse(3, m, 6), sparse(3, 2 * m, 6)
+    merged = retina.merged_fit_inputs(config, root, m, observed, generated)
+    assert merged["observed_rows"].shape[1] < m  # repeats were merged
+    assert merged["augmented_rows"].shape[:2] == (3, 2)
+    fit = lambda x, w=None: plm.fit(jnp.asarray(x), None if w is None else jnp.asarray(w))[0]  # noqa: E731
+    close = lambda a, b: np.testing.assert_allclose(a.w, b.w, atol=2e-3)  # noqa: E731
+    for s in range(3):
+        rows, weights = merged["observed_rows"][s], merged["observed_weights"][s]
+        close(fit(rows, weights[:, 0]), fit(observed[s]))
+        for i, r in enumerate(config.augment.ratios):
+            both = np.concatenate([observed[s], generated[s, : r * m]])
+            rows, weights = merged["augmented_rows"][s, i], merged["augmented_weights"][s, i]
+            assert weights.sum() == len(both)
+            close(fit(rows, weights[:, 0]), fit(both))
+        key = jax.random.fold_in(data.keys(root, jnp.int32(s))["l2"], m)
+        for name, extra in (("l2", None), ("diffusion_l2", jnp.asarray(generated[s]))):
+            rows, weights = merged[f"{name}_rows"][s], merged[f"{name}_weights"][s]
+            est, best, _ = augment.tuned_l2_weighted(config, rows, weights[:, 0], weights[:, 1], m)
+            est_all, best_all, _ = augment.tuned_l2(config, jnp.asarray(observed[s]), key, extra)
+            assert best == best_all
+            close(est, est_all)
+
+
 def test_pipeline_end_to_end_on_a_synthetic_raster_and_resume(tmp_path):
     truth = ij.sk_model(jax.random.key(8), 8, 1.0, 0.0)
     truth = ij.IsingParams(w=truth.w, b=truth.b - 1.0)  # sparse activity, like spikes

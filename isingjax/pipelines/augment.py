@@ -197,42 +197,61 @@ class Stages:
         return self._get(("grid", method, m), lambda: make_grid_fn(self.config, method, m))
 
 
+def heldout_mask(config, m: int, key) -> jax.Array:
+    """The held-out part of `tuned_l2`'s split: float32 [m], 1 on a random
+    baselines.holdout_fraction of the m observed spins (at least one), 0 elsewhere."""
+    num_held = _num_held(config, m)
+    return (jnp.argsort(jax.random.permutation(key, m)) < num_held).astype(jnp.float32)
+
+
+def _num_held(config, m: int) -> int:
+    return max(1, int(round(config.baselines.holdout_fraction * m)))
+
+
 def tuned_l2(config, observed, key, extra=None):
     """plm with l2_per_sample chosen on config.baselines.l2_grid by held-out
     pseudo-likelihood, then refitted on all the data; returns (estimate, chosen
     l2_per_sample, converged: the refit and every grid fit converged).
 
     The held-out part is a random holdout_fraction of the observed spins [M, n] (split by
-    key). Extra spins [K, n] (generated ones), when given, join the fitting part of the
-    split and the refit but are never held out, so the penalty is chosen by how well a
-    fit predicts observed spins it has not seen. The grid value c is per observed sample:
-    the coupling penalty is l2 = c / (observed spins in the fit), whatever K, so with or
-    without extra spins the grid spans the same penalties (a per-sample penalty over
-    M + K spins would be K/M times weaker at the same c)."""
+    key, `heldout_mask`). Extra spins [K, n] (generated ones), when given, join the fitting
+    part of the split and the refit but are never held out, so the penalty is chosen by
+    how well a fit predicts observed spins it has not seen. The grid value c is per
+    observed sample: the coupling penalty is l2 = c / (observed spins in the fit), whatever
+    K, so with or without extra spins the grid spans the same penalties (a per-sample
+    penalty over M + K spins would be K/M times weaker at the same c)."""
     m = observed.shape[0]
+    held = heldout_mask(config, m, key)
+    data, fitted = observed, 1.0 - held
+    if extra is not None:
+        data = jnp.concatenate([observed, extra])
+        fitted = jnp.concatenate([fitted, jnp.ones(extra.shape[0])])
+        held = jnp.concatenate([held, jnp.zeros(extra.shape[0])])
+    return tuned_l2_weighted(config, data, fitted, held, m)
+
+
+def tuned_l2_weighted(config, spins, fitted, held, m: int):
+    """`tuned_l2` on patterns given with multiplicities: spins [U, n], the weight of each
+    row in the fitting part of the split (fitted [U]) and in the held-out part (held [U]);
+    m is the number of observed spins (their total weight in both parts). With the rows of
+    `tuned_l2` and 0/1 weights it is `tuned_l2`; with repeated patterns merged (weights =
+    their counts, `common.unique_rows`) it computes the same fits over fewer rows."""
     options = {
         k: v
         for k, v in config.inference.options.get("plm", {}).items()
         if k not in ("l2", "l2_per_sample")
     }
-    num_held = max(1, int(round(config.baselines.holdout_fraction * m)))
-    held = (jnp.argsort(jax.random.permutation(key, m)) < num_held).astype(jnp.float32)
-    data, everything = observed, jnp.ones(m)
-    if extra is not None:
-        data = jnp.concatenate([observed, extra])
-        held = jnp.concatenate([held, jnp.zeros(extra.shape[0])])
-        everything = jnp.ones(data.shape[0])
     grid = jnp.asarray(config.baselines.l2_grid, jnp.float32)
-    num_fit = float(m - num_held)  # observed spins in the fitting part of the split
+    num_fit = float(m - _num_held(config, m))  # observed spins in the fitting part
 
     def held_out_loss(c):
-        est, info = plm.fit(data, everything - held, l2=c / num_fit, **options)
-        loss = plm.loss(est, data, held / jnp.sum(held), l2=0.0, l2_bias=0.0)
+        est, info = plm.fit(spins, fitted, l2=c / num_fit, **options)
+        loss = plm.loss(est, spins, held / jnp.sum(held), l2=0.0, l2_bias=0.0)
         return loss, info["converged"]
 
     losses, grid_converged = jax.vmap(held_out_loss)(grid)
     best = grid[jnp.argmin(losses)]
-    est, info = plm.fit(data, everything, l2=best / m, **options)
+    est, info = plm.fit(spins, fitted + held, l2=best / m, **options)
     return est, best, info["converged"] & jnp.all(grid_converged)
 
 

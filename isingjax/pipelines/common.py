@@ -188,6 +188,29 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def unique_rows(spins, weights) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows [U, n] of spins [K, n] and the summed weights [U, C] of each row's
+    copies (weights [K, C]). A weighted pseudo-likelihood over these U rows is the one over
+    all K rows: binary patterns of sparse activity (retinal spikes) repeat so often that
+    U is a fraction of K."""
+    rows, inverse = np.unique(np.asarray(spins), axis=0, return_inverse=True)
+    summed = np.zeros((len(rows), weights.shape[1]), np.float32)
+    np.add.at(summed, inverse.reshape(-1), np.asarray(weights, np.float32))
+    return rows.astype(np.float32), summed
+
+
+def stack_padded(groups) -> tuple[np.ndarray, np.ndarray]:
+    """Stacks (rows [U_i, n], weights [U_i, C]) pairs into [G, max U_i, n] and
+    [G, max U_i, C], padding with all -1 rows of weight 0 (which add nothing to a fit)."""
+    size = max(len(rows) for rows, _ in groups)
+    n, c = groups[0][0].shape[1], groups[0][1].shape[1]
+    rows = np.full((len(groups), size, n), -1.0, np.float32)
+    weights = np.zeros((len(groups), size, c), np.float32)
+    for i, (r, w) in enumerate(groups):
+        rows[i, : len(r)], weights[i, : len(w)] = r, w
+    return rows, weights
+
+
 def record_wall_time(workdir, seconds: float) -> tuple[float, int]:
     """Appends this invocation's wall time to workdir/wall_time.jsonl; returns (total
     seconds over every invocation in the workdir, number of invocations)."""

@@ -239,31 +239,64 @@ def _inpaint(config, diffusion, seed_keys, params, m, recon_inputs):
     return out | {"inpaint_nonfinite": nonfinite}
 
 
+def merged_fit_inputs(config, root, m: int, observed, generated) -> dict:
+    """The patterns every plm fit of a block runs over, repeats merged (common.unique_rows,
+    the same fits over a third of the rows at M = 8000), per seed and padded to the
+    largest count: 'observed' (the M training patterns), 'augmented' [R] (+ the first
+    ratio * M generated ones, one per ratio), 'l2' and 'diffusion_l2' (the fitting and
+    held-out weights of `augment.tuned_l2`'s split of the observed patterns, the latter
+    with all K = max(ratios) M generated patterns in its fitting part).
+    observed [S, M, n], generated [S, K, n]."""
+    ones = np.ones((m, 1), np.float32)
+    out = {"observed": [], "augmented": [], "l2": [], "diffusion_l2": []}
+    for s, (obs, gen) in enumerate(zip(observed, generated, strict=True)):
+        out["observed"].append(common.unique_rows(obs, ones))
+        for r in config.augment.ratios:  # seed-major: reshaped to [S, R, ...] below
+            both = np.concatenate([obs, gen[: r * m]])
+            out["augmented"].append(common.unique_rows(both, np.ones((len(both), 1))))
+        key = jax.random.fold_in(data.keys(root, jnp.int32(s))["l2"], m)
+        held = np.asarray(augment.heldout_mask(config, m, key))
+        split = np.stack([1.0 - held, held], axis=1)
+        out["l2"].append(common.unique_rows(obs, split))
+        extra = np.concatenate([split, np.tile([[1.0, 0.0]], (len(gen), 1))])
+        out["diffusion_l2"].append(common.unique_rows(np.concatenate([obs, gen]), extra))
+    merged = {}
+    for name, groups in out.items():
+        rows, weights = common.stack_padded(groups)
+        lead = (len(observed), -1) if name == "augmented" else (len(observed),)
+        merged[f"{name}_rows"] = rows.reshape(*lead, *rows.shape[1:])
+        merged[f"{name}_weights"] = weights.reshape(*lead, *weights.shape[1:])
+    return merged
+
+
 def make_stage_fn(config, m: int):
-    """jit(vmap over seeds): fn(inputs, root) -> reconstruction scores of every arm."""
+    """jit(vmap over seeds): fn(inputs, root) -> reconstruction scores of every arm; the
+    plm fits run over `merged_fit_inputs`."""
     ratios = jnp.asarray(config.augment.ratios)
-    k_max = max(config.augment.ratios) * m
     fit = diffusion_stage.fit_with_converged_fn(config, "plm")
-    masks = jnp.concatenate(
-        [jnp.ones((len(ratios), m)), (jnp.arange(k_max)[None, :] < ratios[:, None] * m)], axis=1
-    ).astype(jnp.float32)
     hidden_sizes = tuple(config.reconstruct.hidden)
     e = config.evasion
     eps, flips = jnp.asarray(e.eps, jnp.float32), jnp.asarray(e.flips, jnp.int32)
 
     def one_seed(inputs, root):
-        observed, generated = inputs["observed"], inputs["generated"]
+        observed = inputs["observed"]
         keys = data.keys(root, inputs["seed"])
-        est_plm, conv_plm = fit(observed)
-        both = jnp.concatenate([observed, generated])
-        augmented, conv_aug = lax.map(lambda w: fit(both, w), masks)  # [ratios]
+        est_plm, conv_plm = fit(inputs["observed_rows"], inputs["observed_weights"][:, 0])
+        augmented, conv_aug = lax.map(  # [ratios]
+            lambda rw: fit(rw[0], rw[1][:, 0]),
+            (inputs["augmented_rows"], inputs["augmented_weights"]),
+        )
         candidates = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), est_plm, augmented)
         val_nll = jax.vmap(lambda p: fit_checks.pseudo_nll(p, inputs["validation"]))(candidates)
         pick = jnp.argmin(val_nll)
         conv_all = jnp.concatenate([conv_plm[None], conv_aug])
-        split = jax.random.fold_in(keys["l2"], m)
-        est_l2, best_l2, conv_l2 = augment.tuned_l2(config, observed, split)
-        est_dl2, best_dl2, conv_dl2 = augment.tuned_l2(config, observed, split, generated)
+
+        def tuned(name):
+            rows, weights = inputs[f"{name}_rows"], inputs[f"{name}_weights"]
+            return augment.tuned_l2_weighted(config, rows, weights[:, 0], weights[:, 1], m)
+
+        est_l2, best_l2, conv_l2 = tuned("l2")
+        est_dl2, best_dl2, conv_dl2 = tuned("diffusion_l2")
         arms = {
             "plm": (est_plm, conv_plm, {}),
             "diffusion_max": (
@@ -427,7 +460,7 @@ def run(config, workdir) -> list[dict]:
         inputs = {"seed": np.arange(config.num_seeds, dtype=np.int32), "observed": observed}
         inputs |= {key: sel[key] for key in ("validation", "test", "recon", "hidden")}
         cached = _generated(config, diffusion, workdir, root, m, observed, inputs)
-        inputs |= {"generated": cached["spins"]}
+        inputs |= merged_fit_inputs(config, root, m, observed, cached["spins"])
         inputs |= {name: cached[name] for name in _inpaint_names(config)[:-1]}
         out = sweeps.run_over_seeds(make_stage_fn(config, m), inputs, root)
         sweeps.append_cells(results_path, _recon_records(out, m, config, cached), done, COORDS)
