@@ -5,13 +5,12 @@ is, and whether diffusion augmentation helps it reconstruct hidden (missing) neu
 The raster is not part of the repository: config.data.path, or $ISINGJAX_DATA/
 bint_fishmovie32_100.mat (isingjax/io.py says where to download it and how to cite it).
 
-Variants: '' (40 neurons, M_train in (100, 400, 1600, 8000), 5 seeds) and 'quick' (16
-neurons, M_train in (100, 800)). On the shared 2-core CPU the default's blocks up to
-M = 1600 took 21 min and its M = 8000 block did not finish in the time left (README); drop
-it with --config.sweep.sample_sizes='(100,400,1600)'. The DDPM trains 1500 steps
-(augment's default is 3000) and the default offers K = M generated patterns only (K = 0 or
-M by validation) to save time: every plm fit at M = 8000 runs over M + K patterns, and the
-tuned-L2 arms fit once per grid value.
+Variants: '' (40 neurons, M_train in (100, 400, 1600, 8000), 5 seeds: 497.5 s on 2 idle
+CPU cores, runs/retina-v4 in the README) and 'quick' (16 neurons, M_train in (100, 800)).
+The DDPM trains 1500 steps (augment's default is 3000) and the default offers K = M
+generated patterns only (K = 0 or M by validation) to save time: every plm fit at
+M = 8000 runs over the distinct patterns of M + K, and the tuned-L2 arms fit once per
+grid value.
 """
 
 from ml_collections import ConfigDict
