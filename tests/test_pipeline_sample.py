@@ -92,6 +92,14 @@ def _main(*args):
     )
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("[a-z]*.py")))
+def test_main_loads_every_config_file(name, tmp_path):
+    """python experiments/main.py --config=configs/<name>.py finds the config and its
+    imports (the adversarial config builds on the augment one) wherever it runs from."""
+    result = _main(f"--config=configs/{name}.py", "--config.no_such_key=1", f"--workdir={tmp_path}")
+    assert "unknown config field 'no_such_key'" in result.stderr, result.stderr[-2000:]
+
+
 def test_main_rejects_a_mistyped_config_key(tmp_path):
     result = _main(
         "--config=configs/sample.py:quick", "--config.model.nn=5", f"--workdir={tmp_path}"
