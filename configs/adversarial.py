@@ -3,11 +3,10 @@ augmentation: evasion attacks on the inferred conditionals and poisoning of the 
 data (directly, and through the generator).
 
 Variants: '' (n = 20, both betas, M in (100, 400), 8 seeds, plm and nmf, a DDPM of
-1000 steps with the criterion every 250; runs/adversarial-v1 took about 40 min on 2 CPU
-cores shared with three other jobs, the 15-min target assumes idle cores), 'quick'
-(n = 12, 4 seeds, M = 100, a 500-step DDPM: 272 s on the same shared cores) and
-'paper' (16 seeds, every estimator, M up to 1600, K = 4 M, the paper's DDPM, longer
-attacks: for accelerators).
+1000 steps with the criterion every 250: 694.9 s on 2 idle CPU cores, runs/adversarial-v2
+in the README), 'quick' (n = 12, 4 seeds, M = 100, a 500-step DDPM: 272 s on 2 CPU cores
+shared with other jobs) and 'paper' (16 seeds, every estimator, M up to 1600, K = 4 M,
+the paper's DDPM, longer attacks: for accelerators).
 """
 
 from ml_collections import ConfigDict
