@@ -258,6 +258,14 @@ def test_merged_patterns_give_the_fits_over_all_rows():
         assert weights.sum() == len(both)
         close(fit(rows, weights[:, 0]), fit(both))
     key = jax.random.fold_in(data.keys(root, jnp.int32(s))["l2"], m)
+    held = np.asarray(augment.heldout_mask(config, m, key)) > 0
+    for name, extra_rows in (("l2", observed[s, :0]), ("diffusion_l2", generated[s])):
+        rows, weights = merged[f"{name}_rows"][s], merged[f"{name}_weights"][s]
+        fitting = np.concatenate([observed[s][~held], extra_rows])
+        for row, (w_fit, w_held) in zip(rows, weights, strict=True):
+            count = lambda x, row=row: np.sum(np.all(x == row, axis=1))  # noqa: E731
+            if w_fit + w_held > 0:  # not padding: the row's copies in each part
+                assert (w_fit, w_held) == (count(fitting), count(observed[s][held]))
     for name, extra in (("l2", None), ("diffusion_l2", jnp.asarray(generated[s]))):
         rows, weights = merged[f"{name}_rows"][s], merged[f"{name}_weights"][s]
         est, best, _ = augment.tuned_l2_weighted(config, rows, weights[:, 0], weights[:, 1], m)
