@@ -10,11 +10,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from isingjax import runtime
+from isingjax.pipelines import adversarial, augment, common, guided, inverse, retina, sample
 
 # configs/*.py may build on each other (configs/adversarial.py imports configs/augment.py):
 # the repository root, where the configs package lives, goes on the import path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from isingjax.pipelines import adversarial, augment, common, guided, inverse, retina, sample
 
 PIPELINES = {
     "adversarial": adversarial.run,

@@ -240,9 +240,9 @@ def _inpaint(config, diffusion, seed_keys, params, m, recon_inputs):
 
 
 def merged_fit_inputs(config, root, m: int, observed, generated) -> dict:
-    """The patterns every plm fit of a block runs over, repeats merged (common.unique_rows,
-    the same fits over a third of the rows at M = 8000), per seed and padded to the
-    largest count: 'observed' (the M training patterns), 'augmented' [R] (+ the first
+    """The patterns every plm fit of a block runs over, repeats merged (common.unique_rows:
+    the same fits, at M = 8000 over about a quarter of the rows), per seed and padded to
+    the largest count: 'observed' (the M training patterns), 'augmented' [R] (+ the first
     ratio * M generated ones, one per ratio), 'l2' and 'diffusion_l2' (the fitting and
     held-out weights of `augment.tuned_l2`'s split of the observed patterns, the latter
     with all K = max(ratios) M generated patterns in its fitting part).
