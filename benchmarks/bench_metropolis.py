@@ -16,6 +16,8 @@ update h += w delta). It prints:
   * a table over n in {64, 256, 1024} (--quick: 64, 256) x chains in {256, 4096}: the
     same direct-call rate beside a plain NumPy sampler written here (the same algorithm,
     vectorized chains, rank-1 field update after every site);
+  * the headline call at block sizes 32, 64 and 128 (first call and best of three later
+    ones, against the run's best bound);
   * a profile of one sweep (4096 chains, default block size): the threshold random
     numbers alone, the field-update products alone, the sweep with fixed thresholds
     (so the in-block pass is the difference of the two), and the whole sweep.
@@ -57,13 +59,14 @@ def matmul_gflops(size=2048, repeats=5):
     return flops / t_np / 1e9, flops / t_jax / 1e9
 
 
-def direct_call(n, chains, burn_in=BURN_IN, repeats=3, paired=False):
+def direct_call(n, chains, burn_in=BURN_IN, repeats=3, paired=False, block_size=None):
     """Times ij.metropolis called directly: first call, then `repeats` calls, same shapes.
 
-    Every call gets a new key and new params. Returns (first-call seconds, best later
-    seconds, best attempts/s, fractions of the bound): with paired=True each later call
-    comes right after a matmul measurement, and its fraction uses that bound, so a change
-    of the machine's load during the run does not favour either side.
+    Every call gets a new key and new params (block_size None: the default). Returns
+    (first-call seconds, best later seconds, best attempts/s, fractions of the bound):
+    with paired=True each later call comes right after a matmul measurement, and its
+    fraction uses that bound, so a change of the machine's load during the run does not
+    favour either side.
     """
     keys = jax.random.split(jax.random.key(1), 2 * (repeats + 1))
     attempts = (burn_in + 1) * n * chains
@@ -74,7 +77,12 @@ def direct_call(n, chains, burn_in=BURN_IN, repeats=3, paired=False):
         params = jax.block_until_ready(params)
         start = time.perf_counter()
         samples, _ = ij.metropolis(
-            keys[2 * r + 1], params, num_samples=chains, num_chains=chains, burn_in=burn_in
+            keys[2 * r + 1],
+            params,
+            num_samples=chains,
+            num_chains=chains,
+            burn_in=burn_in,
+            block_size=block_size,
         )
         samples.block_until_ready()
         times.append(time.perf_counter() - start)
@@ -207,6 +215,15 @@ def main():
             print(
                 f"{n:>5} {chains:>6} | {rate:9.3g} {ref:9.3g} {rate / ref:8.1f} | "
                 f"{bound:9.3g} {rate / bound:8.1%}",
+                flush=True,
+            )
+    print(f"\nblock size, the headline call (default B = {mcmc.default_block_size(256)})")
+    for n in headline_sizes:
+        for block_size in (32, 64, 128):
+            first, later, rate, _ = direct_call(n, HEADLINE_CHAINS, block_size=block_size)
+            print(
+                f"  n={n:>4}, B={block_size:>3}: first call {first:.2f} s, best later call "
+                f"{later:.3f} s = {rate / (gf * 1e9 / (2 * n)):.1%} of the bound",
                 flush=True,
             )
     print("\nprofile of one sweep, 4096 chains, default block size (ms per sweep)")
