@@ -40,9 +40,9 @@ def default_block_size(n: int) -> int:
 
     Larger blocks make the field update's products [n, B] @ [B, C] more efficient but
     the in-block pass longer (B sites unrolled, B / 4 - 1 products inside the block)
-    and slower to compile; on CPU at n = 256 with 4096 chains, 64 was faster than 32
-    and as fast as 128, which takes longer to compile (64 was also the fastest of the
-    three at n = 1024 before the in-block pass was split recursively).
+    and slower to compile. On the 2-core CPU with 4096 chains (benchmarks/bench_metropolis.py,
+    README): at n = 256, 64 is faster than 32 and as fast as 128; at n = 1024, 128 is 10 %
+    faster than 64 but compiles 1.7 s longer, which a user who samples once pays in full.
     """
     return min(n, 64)
 
