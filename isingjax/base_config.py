@@ -96,6 +96,9 @@ def add_generators(config: ConfigDict) -> ConfigDict:
     # (checkpoint and K in {0} + ratios by held-out pseudo-likelihood over K folds)
     config.selection.rules = ("energy_variance", "heldout")
     config.selection.num_folds = 2
+    # the held-out rule keeps K = 0 unless the best K's held-out gain over it exceeds this
+    # many standard errors of the per-spin gain (the one-standard-error rule; 0: best mean)
+    config.selection.margin_se = 1.0
     return config
 
 

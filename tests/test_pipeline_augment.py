@@ -119,22 +119,30 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
                 ev = by_cell[method, gen, "energy_variance", 2, 0, seed]
                 assert ev["chosen_step"] == step
                 assert ev["mse_all"] == by_cell[method, gen, "grid", 2, step, seed]["mse_all"]
-                # the held-out rule: the best mean over folds of the recorded scores, ties
-                # to the smaller K; K = 0 is observed only
-                scores = {}
-                for r in progress:
-                    if (r["kind"], r.get("generator"), r.get("method"), r.get("seed")) == (
-                        "heldout",
-                        gen,
-                        method,
-                        seed,
-                    ):
-                        scores.setdefault(r["step"], []).append(r["scores"])
-                assert sorted(scores) == [50, 100]
-                assert all(len(v) == config.selection.num_folds for v in scores.values())
-                mean = np.asarray([np.mean(scores[s], axis=0) for s in (50, 100)])
+                # the held-out rule: the best pooled mean of the recorded scores, ties to
+                # the smaller K, and K = 0 unless the gain over it exceeds margin_se s.e.;
+                # K = 0 is observed only
+                heldout = {
+                    r["step"]: r
+                    for r in progress
+                    if (r["kind"], r.get("generator"), r.get("method"), r.get("seed"))
+                    == ("heldout", gen, method, seed)
+                }
+                assert sorted(heldout) == [50, 100]
+                assert all(
+                    len(r["fold_scores"]) == config.selection.num_folds for r in heldout.values()
+                )
+                # folds of equal size (M = 40, 2 folds): the pooled mean is the folds' mean
+                for r in heldout.values():
+                    np.testing.assert_allclose(
+                        r["scores"], np.mean(r["fold_scores"], axis=0), rtol=1e-5
+                    )
+                mean = np.asarray([heldout[s]["scores"] for s in (50, 100)])
+                se = np.asarray([heldout[s]["se"] for s in (50, 100)])
                 best = np.argwhere(mean == mean.max())
                 c, k = min(best, key=lambda ck: (ck[1], ck[0]))
+                if k and mean[c, k] - mean[c, 0] <= config.selection.margin_se * se[c, k]:
+                    k = 0
                 held = by_cell[method, gen, "heldout", 0, 0, seed]
                 ratio = (0, 1, 2)[k]
                 assert held["chosen_ratio"] == ratio
@@ -226,6 +234,7 @@ def test_penalty_split_refuses_a_workdir_of_no_augment_run(tmp_path, config_json
         ("generator.names", ("ddpm", "ddpm"), "names from"),
         ("selection.num_folds", 1, "config.selection.num_folds must be an integer in"),
         ("selection.rules", ("heldout",), "must be a tuple from"),
+        ("selection.margin_se", -1.0, "config.selection.margin_se must be a finite number"),
         ("masked.train_steps", 125, "must be a multiple of masked.checkpoint_every"),
         ("autoregressive.learning_rate", float("nan"), "autoregressive.learning_rate must be"),
         ("autoregressive.hidden", -1, "autoregressive.hidden must be an integer >= 0"),

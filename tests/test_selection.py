@@ -22,18 +22,19 @@ def observed():
     return truth, exact.sample(jax.random.key(1), truth, M)
 
 
-def mean_scores(generated):
-    """Mean held-out pseudo-log-likelihood over 5 folds, per K of SIZES."""
+def pooled(generated):
+    """Held-out pseudo-log-likelihood over 5 folds pooled over the rows, and the s.e. of
+    the gain over K = 0, per K of SIZES."""
     _, spins = observed()
     folds = selection.fold_masks(jax.random.key(2), M, 5)
 
     def fit(data, weights):
         return plm.fit(data, weights)[0]
 
-    scores = jax.jit(
-        jax.vmap(lambda held: selection.heldout_scores(fit, spins, held, generated, SIZES))
+    rows = jax.jit(
+        jax.vmap(lambda held: selection.heldout_row_scores(fit, spins, held, generated, SIZES))
     )
-    return np.asarray(scores(folds)).mean(axis=0)
+    return tuple(np.asarray(x) for x in selection.pooled_scores(rows(folds), folds))
 
 
 @pytest.mark.slow
@@ -41,11 +42,66 @@ def test_noise_generator_gets_no_samples_exact_generator_gets_some():
     truth, _ = observed()
     noise = jax.random.rademacher(jax.random.key(3), (4 * M, N), jnp.float32)
     fresh = exact.sample(jax.random.key(4), truth, 4 * M)
-    scores = np.stack([mean_scores(noise), mean_scores(fresh)])
-    assert selection.choose(scores[:1], SIZES) == (0, 0)
-    assert selection.choose(scores[1:], SIZES)[1] > 0
-    # Both generators as two "checkpoints": the exact one is chosen.
-    assert selection.choose(scores, SIZES)[0] == 1
+    (noise_mean, noise_se), (fresh_mean, fresh_se) = pooled(noise), pooled(fresh)
+    scores, se = np.stack([noise_mean, fresh_mean]), np.stack([noise_se, fresh_se])
+    for margin in (0.0, 1.0):  # with and without the one-standard-error rule
+        assert selection.choose(scores[:1], SIZES, se[:1], margin) == (0, 0)
+        assert selection.choose(scores[1:], SIZES, se[1:], margin)[1] > 0
+        # Both generators as two "checkpoints": the exact one is chosen.
+        assert selection.choose(scores, SIZES, se, margin)[0] == 1
+
+
+def test_pooled_scores_against_numpy():
+    # Row scores of 3 folds x 2 seeds x 3 K x 17 rows; every row is scored by the fold
+    # that held it out, and the s.e. is that of the per-row gain over the first K.
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(3, 2, 3, 17)).astype(np.float32)
+    held = np.stack(
+        [np.asarray(selection.fold_masks(jax.random.key(s), 17, 3)) for s in range(2)], axis=1
+    )  # [F, S, M]
+    mean, se = selection.pooled_scores(jnp.asarray(rows), jnp.asarray(held))
+    for s in range(2):
+        fold_of = np.argmax(held[:, s], axis=0)
+        own = np.asarray(rows, np.float64)[fold_of, s, :, np.arange(17)].T  # [K, M]
+        np.testing.assert_allclose(mean[s], own.mean(axis=1), rtol=1e-5)
+        gain = own - own[0]
+        expected = gain.std(axis=1, ddof=1) / np.sqrt(17)
+        np.testing.assert_allclose(se[s], expected, rtol=1e-4, atol=1e-7)
+        assert se[s][0] == 0
+
+
+def test_heldout_scores_are_the_held_out_rows_mean():
+    truth, spins = observed()
+    generated = exact.sample(jax.random.key(5), truth, 4 * M)
+    held = selection.fold_masks(jax.random.key(2), M, 5)[0]
+
+    def fit(data, weights):
+        return plm.fit(data, weights)[0]
+
+    rows = np.asarray(selection.heldout_row_scores(fit, spins, held, generated, SIZES))
+    scores = np.asarray(selection.heldout_scores(fit, spins, held, generated, SIZES))
+    # independent: the fit at K = M, its per-row log pseudo-likelihood in NumPy
+    weights = jnp.concatenate([1.0 - held, (jnp.arange(4 * M) < M).astype(jnp.float32)])
+    est = fit(jnp.concatenate([spins, generated]), weights)
+    s, w, b = (np.asarray(x, np.float64) for x in (spins, est.w, est.b))
+    expected = -np.logaddexp(0, -2 * s * (s @ w.T + b)).sum(axis=1)
+    np.testing.assert_allclose(rows[1], expected, rtol=1e-4)
+    mask = np.asarray(held) > 0
+    np.testing.assert_allclose(scores, rows[:, mask].mean(axis=1), rtol=1e-5)
+
+
+def test_choose_with_a_margin_keeps_no_augmentation_unless_the_gain_is_clear():
+    scores = [[-10.0, -9.9, -9.5], [-10.0, -9.8, -9.7]]  # best: checkpoint 0, K = 40
+    se = [[0.0, 0.05, 0.4], [0.0, 0.05, 0.1]]
+    sizes = (0, 10, 40)
+    assert selection.choose(scores, sizes) == (0, 40)
+    assert selection.choose(scores, sizes, se, margin_se=0.0) == (0, 40)
+    assert selection.choose(scores, sizes, se, margin_se=1.0) == (0, 40)  # gain 0.5 > 0.4
+    assert selection.choose(scores, sizes, se, margin_se=1.5) == (0, 0)  # 0.5 <= 0.6
+    with pytest.raises(ValueError, match="margin_se must be"):
+        selection.choose(scores, sizes, se, margin_se=-1.0)
+    with pytest.raises(ValueError, match="sizes must include K = 0"):
+        selection.choose(scores, (5, 10, 40), se, margin_se=1.0)
 
 
 def test_choose_breaks_ties_toward_no_augmentation_and_earlier_checkpoints():

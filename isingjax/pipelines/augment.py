@@ -26,7 +26,10 @@ For every beta and sample size M, per seed (vmapped over seeds):
                          retrained on the training folds, the estimator fitted on them +
                          K of its spins at each checkpoint and scored by the
                          pseudo-log-likelihood of the held-out fold (K = 0 included);
-                         the best mean score picks (checkpoint, K), and the full-data
+                         the best mean score over the M observed spins picks
+                         (checkpoint, K), K = 0 unless its gain over K = 0 exceeds
+                         selection.margin_se standard errors of the per-spin gain (the
+                         one-standard-error rule), and the full-data
                          generator at that checkpoint (the same training run as the
                          grid's, so the same as retraining to that step) supplies the
                          K * M spins. Held-out log-likelihood of the fold generators
@@ -109,6 +112,12 @@ def validate_config(config) -> None:
                 "an integer in [2, min(sweep.sample_sizes)]",
             ),
             (
+                "selection.margin_se",
+                config.selection.margin_se,
+                common.is_positive(config.selection.margin_se, allow_zero=True),
+                "a finite number >= 0 (standard errors; 0: the best mean score)",
+            ),
+            (
                 "generator.check_samples",
                 config.generator.check_samples,
                 common.is_int(config.generator.check_samples, 1),
@@ -180,12 +189,13 @@ class Stages:
 
     def scores(self, method, m_fit):
         """jit(vmap over rows): (observed [M, n], held-out mask [M], generated [K, n]) ->
-        held-out scores [1 + R] at K in (0,) + ratios * m_fit."""
+        the log pseudo-likelihood of every observed row [1 + R, M] under the fits at K in
+        (0,) + ratios * m_fit (`selection.heldout_row_scores`)."""
         sizes = [0] + [r * m_fit for r in self.config.augment.ratios]
         fit = diffusion_stage.fit_fn(self.config, method)
 
         def build():
-            one = partial(selection.heldout_scores, fit, sizes=sizes)
+            one = partial(selection.heldout_row_scores, fit, sizes=sizes)
             return jax.jit(jax.vmap(lambda x, h, g: one(x, h, g)))
 
         return self._get(("scores", method, m_fit), build)
@@ -395,7 +405,7 @@ def run(config, workdir) -> list[dict]:
                 observed_records = [observed_of[method, s] for s in seeds]
                 rule_picks = dict(choices)
                 if "heldout" in config.selection.rules:
-                    rule_picks["heldout"] = generate.heldout_picks(scores[method], steps, config)
+                    rule_picks["heldout"] = generate.heldout_picks(*scores[method], steps, config)
                 rule_picks["hindsight"] = generate.hindsight(out, steps, observed_records, config)
                 records = augment_summary.grid_records(
                     out,

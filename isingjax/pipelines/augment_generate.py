@@ -158,11 +158,13 @@ def full_generator(config, gen, stage, workdir, root, beta, m, truth, observed):
 
 
 def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
-    """The held-out rule's scores: {method: [S, C, 1 + R] mean over folds of the held-out
-    pseudo-log-likelihood at every checkpoint and K in (0,) + ratios * M_fit}, from one
-    generator per (seed, fold) trained on the other folds; records {"kind": "heldout"}
-    (scores) and {"kind": "fold_check"} (data-copying test, held-out log-likelihood) in
-    metrics.jsonl."""
+    """The held-out rule's scores: {method: (scores [S, C, 1 + R], se [S, C, 1 + R])}, the
+    pseudo-log-likelihood of every observed spin under the fit of the fold that held it
+    out, averaged over the M spins, at every checkpoint and K in (0,) + ratios * M_fit,
+    and the standard errors of the per-spin gain over K = 0 (`selection.pooled_scores`),
+    from one generator per (seed, fold) trained on the other folds; records
+    {"kind": "heldout"} (scores, s.e. and per-fold means) and {"kind": "fold_check"}
+    (data-copying test, held-out log-likelihood) in metrics.jsonl."""
     num_seeds, folds = observed.shape[0], config.selection.num_folds
     meta = {"beta": beta, "num_samples": m, "generator": gen.name}
     split = jax.vmap(lambda k: selection.fold_masks(k, m, folds))(
@@ -170,7 +172,11 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
     )  # [S, F, M] held-out masks
     held = split.transpose(1, 0, 2).reshape(folds * num_seeds, m)  # row f * S + s
     data = jnp.tile(observed, (folds, 1, 1))
-    have = {(r["method"], r["step"]) for r in records_of(workdir, "heldout", meta)}
+
+    def heldout_records():  # records of runs before the pooled scores (no "se") are redone
+        return [r for r in records_of(workdir, "heldout", meta) if "se" in r]
+
+    have = {(r["method"], r["step"]) for r in heldout_records()}
     steps = list(range(gen.checkpoint_every, gen.train_steps + 1, gen.checkpoint_every))
     if any((method, step) not in have for method in methods for step in steps):
         keys = jnp.concatenate(
@@ -187,6 +193,7 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
         m_fit = m - m // folds  # the smallest training part (folds differ by at most one)
         k_fold = max(config.augment.ratios) * m_fit
         checked = {r["step"] for r in records_of(workdir, "fold_check", meta)}
+        held_by_fold = held.reshape(folds, num_seeds, m)
         for step in steps:
             missing = [x for x in methods if (x, step) not in have]
             if not missing and step in checked:
@@ -203,23 +210,26 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
             )
             x = sampling.threshold(raw)
             for method in missing:
-                scores = np.asarray(stage.scores(method, m_fit)(data, held, x))  # [F*S, 1+R]
-                for f in range(folds):
-                    for i in range(num_seeds):
-                        record = {"kind": "heldout"} | meta | {"method": method, "step": step}
-                        record |= {"seed": i, "fold": f}
-                        record["scores"] = scores[f * num_seeds + i].tolist()
-                        io.append_jsonl(workdir / "metrics.jsonl", record)
+                rows = stage.scores(method, m_fit)(data, held, x)  # [F*S, 1+R, M]
+                rows = rows.reshape(folds, num_seeds, *rows.shape[1:])
+                mean, se = jax.device_get(selection.pooled_scores(rows, held_by_fold))
+                per_fold = jnp.sum(rows * held_by_fold[:, :, None, :], axis=-1)
+                per_fold = np.asarray(per_fold / jnp.sum(held_by_fold, axis=-1)[..., None])
+                for i in range(num_seeds):
+                    record = {"kind": "heldout"} | meta | {"method": method, "step": step}
+                    record |= {"seed": i, "scores": mean[i].tolist(), "se": se[i].tolist()}
+                    record["fold_scores"] = per_fold[:, i].tolist()
+                    io.append_jsonl(workdir / "metrics.jsonl", record)
             if step not in checked:
                 fold_checks(gen, workdir, meta, step, params, data, held, x, root, folds)
     out = {}
-    rows = records_of(workdir, "heldout", meta)
+    rows = heldout_records()
     for method in methods:
-        table = np.full((num_seeds, len(steps), folds, 1 + len(config.augment.ratios)), np.nan)
+        table = np.full((2, num_seeds, len(steps), 1 + len(config.augment.ratios)), np.nan)
         for r in rows:
             if r["method"] == method and r["step"] in steps:
-                table[r["seed"], steps.index(r["step"]), r["fold"]] = r["scores"]
-        out[method] = table.mean(axis=2)
+                table[:, r["seed"], steps.index(r["step"])] = r["scores"], r["se"]
+        out[method] = table[0], table[1]
     return steps, out
 
 
@@ -259,11 +269,12 @@ def hindsight(out, steps, observed, config):
     return picks
 
 
-def heldout_picks(scores, steps, config):
-    """Per seed, the held-out rule's (step, ratio) from scores [S, C, 1 + R]."""
+def heldout_picks(scores, se, steps, config):
+    """Per seed, the held-out rule's (step, ratio) from pooled scores and their standard
+    errors [S, C, 1 + R] (`fold_scores`), with the margin config.selection.margin_se."""
     sizes = [0] + list(config.augment.ratios)
     picks = []
     for seed in range(config.num_seeds):
-        c, ratio = selection.choose(scores[seed], sizes)
+        c, ratio = selection.choose(scores[seed], sizes, se[seed], config.selection.margin_se)
         picks.append((steps[c] if ratio else 0, ratio))
     return picks
