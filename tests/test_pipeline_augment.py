@@ -346,6 +346,18 @@ def test_paired_delta_and_tables_match_hand_computed_differences():
         "| 0.5 | 100 | plm | +6.25e-01 ± 4e-01 | +1.12e+00 ± 4e-01 | +1.25e-01 ± 4e-01 |"
     )
     assert len(versus) == 3
+    # per M, over the 2 cases (plm, erasure): regrets held-out 0.5 and 0.5 (mean 0.5),
+    # energy variance 0 and 2 (mean 1); held-out below every EV K for erasure only; no ▲
+    by_m = augment_summary.regret_by_m_table(_arrays()).splitlines()
+    assert by_m[0] == (
+        "| M | cases | held-out rule | energy variance K=1M | held-out below every EV K "
+        "| held-out ▲ |"
+    )
+    assert by_m[2:] == ["| 100 | 2 | 5.00e-01 | 1.00e+00 | 1 | 0 |"]
+    # erasure's held-out regret 1, 2 (1.5 < 2) and its ▲ from above
+    assert augment_summary.regret_by_m_table(arrays).splitlines()[2:] == [
+        "| 100 | 2 | 1.00e+00 | 1.00e+00 | 1 | 1 |"
+    ]
 
 
 def test_augment_rejects_a_negative_penalty_and_non_finite_generated_values(tmp_path):
