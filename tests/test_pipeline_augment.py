@@ -354,6 +354,14 @@ def test_paired_delta_and_tables_match_hand_computed_differences():
         "| held-out ▲ |"
     )
     assert by_m[2:] == ["| 100 | 2 | 5.00e-01 | 1.00e+00 | 1 | 0 |"]
+    # the held-out rule's K per seed (plm: 0 and 4 M; erasure: 1 M twice)
+    arrays_k = _arrays()
+    arrays_k["gen_chosen_ratio"] = np.full(arrays_k["gen_mse_all"].shape, np.nan)
+    arrays_k["gen_chosen_ratio"][0, 0, :, 0, 1] = [[0, 4], [1, 1]]
+    assert augment_summary.choices_table(arrays_k).splitlines()[2:] == [
+        "| 0.5 | 100 | plm | 0:1 4M:1 |",
+        "| 0.5 | 100 | erasure | 1M:2 |",
+    ]
     # erasure's held-out regret 1, 2 (1.5 < 2) and its ▲ from above
     assert augment_summary.regret_by_m_table(arrays).splitlines()[2:] == [
         "| 100 | 2 | 1.00e+00 | 1.00e+00 | 1 | 1 |"

@@ -311,6 +311,32 @@ def regret_by_m_table(arrays) -> str:
     return "\n".join(lines) + "\n"
 
 
+def choices_table(arrays) -> str:
+    """Markdown: per generator, how many seeds the held-out rule gave each K (0: observed
+    only), e.g. '0:5 1M:3'."""
+    if "heldout" not in arrays["rule_arms"]:
+        return ""
+    gens = arrays["generators"].tolist()
+
+    def row(at):
+        cells = []
+        for g in gens:
+            ratios = _rule(arrays, at, g, "heldout", 0, field="chosen_ratio")
+            ratios = np.asarray(ratios, np.float64)
+            if np.isnan(ratios).all():
+                cells.append("–")
+                continue
+            values, counts = np.unique(ratios[~np.isnan(ratios)].astype(int), return_counts=True)
+            cells.append(
+                " ".join(
+                    f"{v}M:{c}" if v else f"0:{c}" for v, c in zip(values, counts, strict=True)
+                )
+            )
+        return cells
+
+    return _table(gens, arrays, row)
+
+
 def versus_l2_table(arrays) -> str:
     """Markdown: at every (beta, M), plm's augmented arms minus the tuned-L2 plm
     (negative: augmentation beats the tuned penalty)."""
@@ -410,6 +436,10 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
             "held-out rule's regret is below the energy-variance rule's at every K, and "
             "where it is worse than observed only by more than one s.e.",
             regret_by_m_table(arrays),
+        ),
+        (
+            "The held-out rule's choice of K: seeds per K (0: observed only)",
+            choices_table(arrays),
         ),
         (
             "Does augmentation beat the tuned penalty? plm's augmented arms minus tuned-L2 "
