@@ -279,10 +279,7 @@ def regret_by_m_table(arrays) -> str:
     `paired_table`)."""
     gens = arrays["generators"].tolist()
     cols = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
-    ev = [(a, r) for a, r in cols if a == "energy_variance"]
-    if "heldout" not in arrays["rule_arms"]:
-        return ""
-    rules = [("heldout", 0)] + ev
+    rules = [("heldout", 0)] + [(a, r) for a, r in cols if a == "energy_variance"]
     heads = [label(a, r) for a, r in rules]
     lines = [
         "| M | cases | " + " | ".join(heads) + " | held-out below every EV K | held-out ▲ |",
@@ -314,8 +311,6 @@ def regret_by_m_table(arrays) -> str:
 def choices_table(arrays) -> str:
     """Markdown: per generator, how many seeds the held-out rule gave each K (0: observed
     only), e.g. '0:5 1M:3'."""
-    if "heldout" not in arrays["rule_arms"]:
-        return ""
     gens = arrays["generators"].tolist()
 
     def row(at):
@@ -431,23 +426,26 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
             paired_table(arrays),
         ),
         (
-            "The rules per M: regret against the hindsight-best (checkpoint, K), mean over "
-            "seeds and then over the β × method × generator cases; the cases where the "
-            "held-out rule's regret is below the energy-variance rule's at every K, and "
-            "where it is worse than observed only by more than one s.e.",
-            regret_by_m_table(arrays),
-        ),
-        (
-            "The held-out rule's choice of K: seeds per K (0: observed only)",
-            choices_table(arrays),
-        ),
-        (
             "Does augmentation beat the tuned penalty? plm's augmented arms minus tuned-L2 "
             "plm, paired per seed (negative: augmentation is better)",
             versus_l2_table(arrays),
         ),
         ("Generator checks at the last checkpoint", generator_table(checks, config)),
     ]
+    if "heldout" in arrays["rule_arms"]:
+        sections[-2:-2] = [
+            (
+                "The rules per M: regret against the hindsight-best (checkpoint, K), mean "
+                "over seeds and then over the β × method × generator cases; the cases where "
+                "the held-out rule's regret is below the energy-variance rule's at every K, "
+                "and where it is worse than observed only by more than one s.e.",
+                regret_by_m_table(arrays),
+            ),
+            (
+                "The held-out rule's choice of K: seeds per K (0: observed only)",
+                choices_table(arrays),
+            ),
+        ]
     return sections
 
 
