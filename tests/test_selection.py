@@ -71,18 +71,29 @@ def test_pooled_scores_against_numpy():
 
 
 def test_heldout_scores_are_the_held_out_rows_mean():
-    truth, spins = observed()
-    generated = exact.sample(jax.random.key(5), truth, 4 * M)
-    held = selection.fold_masks(jax.random.key(2), M, 5)[0]
+    truth = ij.sk_model(jax.random.key(6), 6, beta=1.0, bias_std=0.1)
+    spins, generated = (
+        exact.sample(jax.random.key(7), truth, 60),
+        exact.sample(jax.random.key(8), truth, 120),
+    )
+    held = selection.fold_masks(jax.random.key(2), 60, 3)[0]
+    sizes = (0, 60)
 
     def fit(data, weights):
         return plm.fit(data, weights)[0]
 
-    rows = np.asarray(selection.heldout_row_scores(fit, spins, held, generated, SIZES))
-    scores = np.asarray(selection.heldout_scores(fit, spins, held, generated, SIZES))
-    # independent: the fit at K = M, its per-row log pseudo-likelihood in NumPy
-    weights = jnp.concatenate([1.0 - held, (jnp.arange(4 * M) < M).astype(jnp.float32)])
-    est = fit(jnp.concatenate([spins, generated]), weights)
+    @jax.jit
+    def both(spins, held, generated, weights):
+        return (
+            selection.heldout_row_scores(fit, spins, held, generated, sizes),
+            selection.heldout_scores(fit, spins, held, generated, sizes),
+            fit(jnp.concatenate([spins, generated]), weights),
+        )
+
+    # independent: the fit at K = 60 (est), its per-row log pseudo-likelihood in NumPy
+    weights = jnp.concatenate([1.0 - held, (jnp.arange(120) < 60).astype(jnp.float32)])
+    rows, scores, est = both(spins, held, generated, weights)
+    rows, scores = np.asarray(rows), np.asarray(scores)
     s, w, b = (np.asarray(x, np.float64) for x in (spins, est.w, est.b))
     expected = -np.logaddexp(0, -2 * s * (s @ w.T + b)).sum(axis=1)
     np.testing.assert_allclose(rows[1], expected, rtol=1e-4)

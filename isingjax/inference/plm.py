@@ -28,15 +28,20 @@ from isingjax.models import IsingParams
 DEFAULT_L2_PER_SAMPLE = 1.0
 
 
-def log_pseudo_likelihood(params: IsingParams, spins) -> jax.Array:
-    """sum_i log P(s_i | s_rest) of every row of spins [M, n] -> [M]; w may be asymmetric."""
+def _neg_log_conditionals(params: IsingParams, spins) -> jax.Array:
+    """-log P(s_i | s_rest) of every spin of spins [M, n] -> [M, n]; w may be asymmetric."""
     fields = spins @ params.w.T + params.b  # h_i^mu = b_i + sum_j w_ij s_j^mu
-    return -jnp.sum(jax.nn.softplus(-2.0 * spins * fields), axis=1)
+    return jax.nn.softplus(-2.0 * spins * fields)
+
+
+def log_pseudo_likelihood(params: IsingParams, spins) -> jax.Array:
+    """sum_i log P(s_i | s_rest) of every row of spins [M, n] -> [M]."""
+    return -jnp.sum(_neg_log_conditionals(params, spins), axis=1)
 
 
 def loss(params: IsingParams, spins, p, *, l2, l2_bias) -> jax.Array:
     """Penalized weighted pseudo-likelihood loss; p [M] sums to 1; w may be asymmetric."""
-    data = -p @ log_pseudo_likelihood(params, spins)
+    data = jnp.sum(p @ _neg_log_conditionals(params, spins))
     return data + 0.5 * l2 * jnp.sum(params.w**2) + 0.5 * l2_bias * jnp.sum(params.b**2)
 
 
