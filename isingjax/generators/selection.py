@@ -75,20 +75,21 @@ def heldout_scores(fit_fn, spins, heldout, generated, sizes) -> jax.Array:
     return rows @ heldout / jnp.sum(heldout)
 
 
-def pooled_scores(row_scores, heldout) -> tuple[jax.Array, jax.Array]:
+def pooled_scores(row_scores, heldout) -> tuple[np.ndarray, np.ndarray]:
     """The K-fold scores pooled over the observed rows, each scored by the fit that held
     it out: (mean [..., R] over the M rows, standard error [..., R] of the mean per-row
-    difference to the first K, which `choose` takes to be K = 0).
+    difference to the first K, which `choose` takes to be K = 0), in float64 NumPy.
 
     Args:
       row_scores: [F, ..., R, M] `heldout_row_scores` of the F folds.
       heldout: [F, ..., M] their held-out masks (a partition of the rows).
     """
-    rows = jnp.sum(row_scores * heldout[..., None, :], axis=0)  # [..., R, M]
+    row_scores = np.asarray(row_scores, np.float64)
+    heldout = np.asarray(heldout, np.float64)
+    rows = np.sum(row_scores * heldout[..., None, :], axis=0)  # [..., R, M]
     diff = rows - rows[..., :1, :]
-    num = rows.shape[-1]
-    se = jnp.std(diff, axis=-1, ddof=1) / jnp.sqrt(num)
-    return jnp.mean(rows, axis=-1), se
+    se = np.std(diff, axis=-1, ddof=1) / np.sqrt(rows.shape[-1])
+    return np.mean(rows, axis=-1), se
 
 
 def choose(scores, sizes, se=None, margin_se: float = 0.0) -> tuple[int, int]:

@@ -193,7 +193,7 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
         m_fit = m - m // folds  # the smallest training part (folds differ by at most one)
         k_fold = max(config.augment.ratios) * m_fit
         checked = {r["step"] for r in records_of(workdir, "fold_check", meta)}
-        held_by_fold = held.reshape(folds, num_seeds, m)
+        held_by_fold = np.asarray(held, np.float64).reshape(folds, num_seeds, m)
         for step in steps:
             missing = [x for x in methods if (x, step) not in have]
             if not missing and step in checked:
@@ -210,11 +210,11 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
             )
             x = sampling.threshold(raw)
             for method in missing:
-                rows = stage.scores(method, m_fit)(data, held, x)  # [F*S, 1+R, M]
-                rows = rows.reshape(folds, num_seeds, *rows.shape[1:])
-                mean, se = jax.device_get(selection.pooled_scores(rows, held_by_fold))
-                per_fold = jnp.sum(rows * held_by_fold[:, :, None, :], axis=-1)
-                per_fold = np.asarray(per_fold / jnp.sum(held_by_fold, axis=-1)[..., None])
+                rows = np.asarray(stage.scores(method, m_fit)(data, held, x), np.float64)
+                rows = rows.reshape(folds, num_seeds, *rows.shape[1:])  # [F, S, 1+R, M]
+                mean, se = selection.pooled_scores(rows, held_by_fold)
+                per_fold = np.sum(rows * held_by_fold[:, :, None, :], axis=-1)
+                per_fold /= np.sum(held_by_fold, axis=-1)[..., None]
                 for i in range(num_seeds):
                     record = {"kind": "heldout"} | meta | {"method": method, "step": step}
                     record |= {"seed": i, "scores": mean[i].tolist(), "se": se[i].tolist()}
