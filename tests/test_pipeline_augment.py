@@ -6,7 +6,13 @@ import isingjax as ij
 from configs import augment as augment_config
 from isingjax import io
 from isingjax.diffusion import criterion
-from isingjax.pipelines import augment, augment_generate, augment_penalty, augment_summary
+from isingjax.pipelines import (
+    augment,
+    augment_generate,
+    augment_penalty,
+    augment_records,
+    augment_summary,
+)
 
 
 def test_criterion_picks_the_earliest_checkpoint_from_which_the_match_persists():
@@ -387,7 +393,7 @@ def test_results_arrays_cover_every_finished_cell_of_the_workdir(tmp_path):
     record |= {"arm": "observed", "ratio": 0, "step": 0, "seed": 1}
     record |= {"mse_all": 0.5, "mse_w": 0.4, "mse_b": 0.1, "converged": True}
     grid = record | {"generator": "masked", "arm": "grid", "ratio": 2, "step": 100}
-    arrays = augment_summary.write_npz(
+    arrays = augment_records.write_npz(
         tmp_path / "r.npz", [record, grid | {"mse_all": 0.7}], config
     )
     assert list(arrays["methods"]) == ["plm", "erasure"]  # in inference.METHODS order

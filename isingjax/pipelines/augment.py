@@ -72,10 +72,16 @@ from isingjax.generators import selection
 from isingjax.inference import plm
 from isingjax.pipelines import augment_figures as figures
 from isingjax.pipelines import augment_generate as generate
-from isingjax.pipelines import augment_summary, common, diffusion_stage, generator_stage
+from isingjax.pipelines import (
+    augment_records,
+    augment_summary,
+    common,
+    diffusion_stage,
+    generator_stage,
+)
 from isingjax.pipelines.augment_generate import generated_path, truth_and_data  # noqa: F401
 
-COORDS = augment_summary.COORDS
+COORDS = augment_records.COORDS
 # Config fields a rerun in the same workdir may change (common.prepare_workdir).
 RESUMABLE = ("model.betas", "sweep.sample_sizes", "inference.methods", "generator.names")
 RULES = ("energy_variance", "heldout")
@@ -361,11 +367,11 @@ def run(config, workdir) -> list[dict]:
         (beta, m)
         for beta in (float(b) for b in config.model.betas)
         for m in config.sweep.sample_sizes
-        if not set(augment_summary.cells(config, beta, m)) <= done
+        if not set(augment_records.cells(config, beta, m)) <= done
     ]
     progress = runtime.Progress("augment: (beta, M) blocks", len(blocks))
     for beta, m in blocks:
-        cells = set(augment_summary.cells(config, beta, m))
+        cells = set(augment_records.cells(config, beta, m))
         setup = jax.jit(
             jax.vmap(lambda s, m=m, beta=beta: generate.truth_and_data(config, s, root, beta, m))
         )
@@ -373,7 +379,7 @@ def run(config, workdir) -> list[dict]:
         for method in config.inference.methods:
             if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
                 out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
-                records = augment_summary.base_records(out, beta, m, method, config)
+                records = augment_records.base_records(out, beta, m, method, config)
                 sweeps.append_cells(results_path, records, done, COORDS)
         observed_of = {
             (r["method"], r["seed"]): r
@@ -407,7 +413,7 @@ def run(config, workdir) -> list[dict]:
                 if "heldout" in config.selection.rules:
                     rule_picks["heldout"] = generate.heldout_picks(*scores[method], steps, config)
                 rule_picks["hindsight"] = generate.hindsight(out, steps, observed_records, config)
-                records = augment_summary.grid_records(
+                records = augment_records.grid_records(
                     out,
                     beta,
                     m,
@@ -422,7 +428,7 @@ def run(config, workdir) -> list[dict]:
                 sweeps.append_cells(results_path, records, done, COORDS)
         progress.step(f"beta={beta:g} M={m}")
     records = io.read_jsonl(results_path)
-    arrays = augment_summary.write_npz(workdir / "results.npz", records, config)
+    arrays = augment_records.write_npz(workdir / "results.npz", records, config)
     checks = io.read_jsonl(workdir / "metrics.jsonl")
     sections = augment_summary.summary_sections(arrays, checks, config)
     common.write_summary(workdir, "augment", sections, config, time.time() - start)
