@@ -107,11 +107,17 @@ def paired_delta(a, b) -> tuple[np.ndarray, np.ndarray]:
     return common.mean_se(np.asarray(a, np.float64) - np.asarray(b, np.float64))
 
 
+def _worse(a, b) -> bool:
+    """a is worse (larger) than b by more than one s.e. of the paired difference (▲)."""
+    mu, e = paired_delta(a, b)
+    return bool(mu > e)
+
+
 def _delta(a, b, worse_mark=False) -> str:
     mu, e = paired_delta(a, b)
     if np.isnan(mu):
         return "–"
-    mark = " ▲" if worse_mark and mu > e else ""
+    mark = " ▲" if worse_mark and _worse(a, b) else ""
     return f"{mu:+.2e} ± {e:.0e}{mark}"
 
 
@@ -166,10 +172,8 @@ def regret_by_m_table(arrays) -> str:
                         continue
                     regrets.append(r)
                     below += bool(r[0] < min(r[1:]))
-                    mu, e = paired_delta(
-                        _rule(arrays, at, g, "heldout", 0), _base(arrays, at, "observed", 0)
-                    )
-                    worse += bool(mu > e)
+                    held = _rule(arrays, at, g, "heldout", 0)
+                    worse += _worse(held, _base(arrays, at, "observed", 0))
         if regrets:
             means = np.mean(regrets, axis=0)
             cells = [f"{len(regrets)}"] + [f"{v:.2e}" for v in means] + [f"{below}", f"{worse}"]
