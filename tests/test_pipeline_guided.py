@@ -27,7 +27,11 @@ def tiny_config():
     config.criterion.num_samples = 100
     config.classifier.widths = (16, 16)
     config.classifier.num_steps = 100
-    for name in guidance.SAMPLERS[1:]:
+    # The pipeline's wiring: the baseline, the classifier (its own training stage) and
+    # rejection (weights and a count control); every sampler's own behaviour, gamma = 0
+    # included, is tested in test_guidance.py.
+    config.guidance.samplers = ("baseline", "classifier", "rejection")
+    for name in config.guidance.samplers[1:]:
         config.guidance.gammas[name] = (0.0,) + tuple(config.guidance.gammas[name][1:3])
     return config
 
@@ -59,9 +63,9 @@ def test_guided_pipeline_end_to_end(tmp_path, monkeypatch):
     records = guided.run(config, tmp_path)
     # One trace per sampler, whatever the number of gammas (vmapped); the rejection stage
     # also draws the unguided samples of its count control.
-    expected_traces = {name: 1 for name in guidance.SAMPLERS} | {"baseline": 2}
+    expected_traces = {name: 1 for name in config.guidance.samplers} | {"baseline": 2}
     assert traces == expected_traces
-    grid_sizes = sum(len(config.guidance.gammas[s]) for s in guidance.SAMPLERS)
+    grid_sizes = sum(len(config.guidance.gammas[s]) for s in config.guidance.samplers)
     assert len(records) == 2 * (1 + grid_sizes)
     k = config.augment.ratio * config.data.num_observed
     guided_records = [r for r in records if r["sampler"] != "observed"]
@@ -77,13 +81,13 @@ def test_guided_pipeline_end_to_end(tmp_path, monkeypatch):
 
     data = np.load(tmp_path / "results.npz")
     samplers = list(data["samplers"])
-    assert samplers == ["observed", *guidance.SAMPLERS]
+    assert samplers == ["observed", *config.guidance.samplers]
     assert data["tail_fraction"].shape == (len(samplers), 3, 2)
     # gamma = 0 of every sampler gives the baseline's samples bit for bit (seed 0's are
     # saved), hence its measurements (up to float rounding of differently sized batches).
     base = samplers.index("baseline")
     base_spins = np.load(tmp_path / "samples" / "baseline.npz")["spins"][0]
-    for name in guidance.SAMPLERS[1:]:
+    for name in config.guidance.samplers[1:]:
         saved = np.load(tmp_path / "samples" / f"{name}.npz")
         np.testing.assert_array_equal(saved["spins"][0], base_spins)
         np.testing.assert_array_equal(saved["weights"][0], 1.0)
@@ -96,7 +100,7 @@ def test_guided_pipeline_end_to_end(tmp_path, monkeypatch):
     table = (tmp_path / "summary.md").read_text()
     rows = {r["sampler"]: r for r in _table_rows(table, "| sampler | γ | l2 |") if r["l2"] != "c/M"}
     rows["observed"] = _table_rows(table, "| sampler | γ | l2 |")[0]
-    for name in guidance.SAMPLERS[1:]:
+    for name in config.guidance.samplers[1:]:
         cells = [r for r in guided_records if r["sampler"] == name]
         gammas = sorted({r["gamma"] for r in cells if r["gamma"] > 0})
         val = [np.mean([r["val_nll_plm"] for r in cells if r["gamma"] == g]) for g in gammas]
@@ -234,7 +238,7 @@ def test_guided_rejects_a_nonpositive_max_norm(tmp_path):
 
 def test_guided_rejects_a_negative_gamma(tmp_path):
     config = tiny_config()
-    config.guidance.gammas.langevin = (0.0, -1.0)
+    config.guidance.gammas.rejection = (0.0, -1.0)
     with pytest.raises(ValueError, match="config.guidance.gammas must be a non-empty tuple"):
         guided.run(config, tmp_path)
 
