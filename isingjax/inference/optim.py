@@ -26,13 +26,12 @@ def minimize(
     L-BFGS (optax, zoom line search) stops when the gradient norm falls below `tol`,
     when neither the loss decreased by more than its rounding (4 float eps, relative) nor
     the gradient norm fell below its best so far for STALL_ITERS iterations in a row
-    ('stalled': a float32 loss of many samples can reach
-    its precision limit before the gradient norm reaches tol, e.g. PLM on 6800 samples
-    stalls at gradient norm 3e-3 with the float64 optimum's loss to 6 digits), or after
-    `max_iter` iterations. The line search refines step sizes down to 1e-10 (optax's
-    default 1e-5 stalls near gradient norm 1e-4 on float32 losses). Adam runs `max_iter`
-    steps of size `learning_rate`. Everything runs inside lax.while_loop / lax.scan, so
-    the call jits and vmaps.
+    ('stalled': a float32 loss reaches its precision limit before a gradient norm below
+    what float32 resolves, e.g. PLM on 6800 samples stalls near gradient norm 2e-7 when
+    asked for tol = 1e-8), or after `max_iter` iterations. The line search refines step
+    sizes down to 1e-10 (optax's default 1e-5 stalls near gradient norm 1e-4 on float32
+    losses). Adam runs `max_iter` steps of size `learning_rate`. Everything runs inside
+    lax.while_loop / lax.scan, so the call jits and vmaps.
 
     Returns:
       (x, info) with info = {'iterations', 'loss', 'grad_norm', 'stalled', 'converged'};

@@ -40,8 +40,15 @@ def log_pseudo_likelihood(params: IsingParams, spins) -> jax.Array:
 
 
 def loss(params: IsingParams, spins, p, *, l2, l2_bias) -> jax.Array:
-    """Penalized weighted pseudo-likelihood loss; p [M] sums to 1; w may be asymmetric."""
-    data = jnp.sum(p @ _neg_log_conditionals(params, spins))
+    """Penalized weighted pseudo-likelihood loss; p [M] sums to 1; w may be asymmetric.
+
+    The weighted terms are summed elementwise (XLA's tree reduction), not as the float32
+    product p @ terms: with the product the loss of a few thousand samples is too coarse
+    for the line search, and L-BFGS stalls far from the optimum (n = 12, beta = 1,
+    M = 6800: 170 iterations, 3.6 s, gradient norm 1e-3; summed, 31 iterations, 48 ms,
+    gradient norm below tol).
+    """
+    data = jnp.sum(p[:, None] * _neg_log_conditionals(params, spins))
     return data + 0.5 * l2 * jnp.sum(params.w**2) + 0.5 * l2_bias * jnp.sum(params.b**2)
 
 
