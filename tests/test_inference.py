@@ -217,14 +217,21 @@ def test_erasure_without_operator_matrix_gives_the_same_fit(monkeypatch):
     assert info["eps"] == info2["eps"]
 
 
+@functools.cache
+def _many_samples_and_scipy_fit():
+    """6800 exact samples of an n = 12 SK model at beta = 1 and their float64 SciPy
+    asymmetric plm fit (l2 = 1e-4): spins, (w, b)."""
+    truth = ij.sk_model(jax.random.key(0), 12, beta=1.0, bias_std=0.3)
+    spins = exact.sample(jax.random.key(1), truth, 6800)
+    return spins, scipy_asymmetric_plm(np.asarray(spins), l2=1e-4)
+
+
 def test_lbfgs_stops_when_a_float32_loss_stalls():
     # PLM on 6800 samples with a tolerance float32 cannot reach: the loss reaches its
     # rounding first (near gradient norm 2e-7). The solver stops (not at max_iter), says
     # so, and the estimate agrees with a float64 SciPy fit to the precision float32 allows.
-    truth = ij.sk_model(jax.random.key(0), 12, beta=1.0, bias_std=0.3)
-    spins = exact.sample(jax.random.key(1), truth, 6800)
+    spins, (w_ref, b_ref) = _many_samples_and_scipy_fit()
     est, info = ij.infer_with_info(spins, "plm", symmetric=False, l2=1e-4, max_iter=2000, tol=1e-8)
-    w_ref, b_ref = scipy_asymmetric_plm(np.asarray(spins), l2=1e-4)
     assert int(info["iterations"]) < 2000
     assert bool(info["stalled"]) and bool(info["converged"])
     assert float(info["grad_norm"]) >= 1e-8  # stopped by the stall rule, not by tol
@@ -236,10 +243,8 @@ def test_plm_reaches_the_default_tolerance_where_the_product_form_stalled():
     # n = 12, beta = 1, M = 6800: summed as the float32 product p @ terms the loss was too
     # coarse for the line search (170 iterations, stalled at gradient norm 1e-3, 3e-3
     # from the float64 fit); summed elementwise it converges to tol.
-    truth = ij.sk_model(jax.random.key(0), 12, beta=1.0, bias_std=0.3)
-    spins = exact.sample(jax.random.key(1), truth, 6800)
+    spins, (w_ref, _) = _many_samples_and_scipy_fit()
     est, info = ij.infer_with_info(spins, "plm", symmetric=False, l2=1e-4)
-    w_ref, _ = scipy_asymmetric_plm(np.asarray(spins), l2=1e-4)
     assert not bool(info["stalled"]) and float(info["grad_norm"]) < 1e-5
     assert np.max(np.abs(np.asarray(est.w) - w_ref)) <= 1e-4
 
