@@ -18,14 +18,20 @@ update h += w delta). It prints:
     vectorized chains, rank-1 field update after every site);
   * the headline call at block sizes 32, 64 and 128 (first call and best of three later
     ones, against the run's best bound);
-  * a profile of one sweep (4096 chains, default block size): the threshold random
-    numbers alone, the field-update products alone, the sweep with fixed thresholds
-    (so the in-block pass is the difference of the two), and the whole sweep.
+  * where a sweep's time goes (4096 chains, default block size), from the XLA CPU
+    runtime's trace of the kernels it runs (`kernel_profile`): ms per sweep by kind of
+    kernel (the field-update product, other whole-array updates, the in-block products,
+    the per-site vector steps, random numbers, data movement).
 """
 
 from __future__ import annotations
 
+import gzip
+import json
+import re
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -117,59 +123,105 @@ def numpy_rate(n, chains):
     return n * chains / seconds
 
 
-def profile_sweep(n, chains, sweeps=4, rounds=5):
-    """Seconds per sweep: random numbers, products alone, sweep with fixed thresholds, all."""
+KINDS = {
+    "field": "field update h += w[:, block] @ delta",
+    "full": "other whole-array updates (fields, spins)",
+    "inner": "in-block products",
+    "site": "per-site vector steps",
+    "rng": "random numbers",
+    "move": "stacks, concatenations, slices, copies",
+}
+
+
+def _kernel_kinds(hlo_text, n_pad, chains):
+    """Name -> kind (a key of KINDS) of every instruction of an optimized HLO module: a
+    fusion or op with a dot is a product (the field update when its output is
+    [n_pad, chains]), one with an xor is threefry, a fusion with at most `chains` outputs
+    is a per-site step, other [n_pad, chains] outputs are whole-array updates."""
+    bodies, name = {}, None
+    for line in hlo_text.splitlines():
+        head = re.match(r"^(?:ENTRY )?%([\w.\-]+) \(", line)
+        if head:
+            name = head.group(1)
+            bodies[name] = []
+        elif name is not None:
+            bodies[name].append(line)
+    inst = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = \w+\[([\d,]*)\]\S* ([\w-]+)\((.*)")
+    kinds = {}
+    for lines in bodies.values():
+        for line in lines:
+            m = inst.match(line)
+            if not m:
+                continue
+            iname, dims, op, rest = m.groups()
+            called = re.search(r"calls=%([\w.\-]+)", rest)
+            text = line + "\n".join(bodies.get(called.group(1), []) if called else [])
+            shape = tuple(int(d) for d in dims.split(",") if d)
+            if " dot(" in text:
+                kinds[iname] = "field" if shape == (n_pad, chains) else "inner"
+            elif " xor(" in text:
+                kinds[iname] = "rng"
+            elif shape == (n_pad, chains):
+                kinds[iname] = "full"
+            elif op == "fusion" and int(np.prod(shape)) <= chains:
+                kinds[iname] = "site"
+            else:
+                kinds[iname] = "move"
+    return kinds
+
+
+def kernel_profile(n, chains, gflops, sweeps=4, calls=3):
+    """Where a sweep's time goes, from the XLA CPU runtime's own trace of its kernels.
+
+    Runs `calls` times a jitted scan of `sweeps` whole sweeps (thresholds drawn inside, as in
+    ij.metropolis) under jax.profiler and sums each kernel's duration by kind
+    (`_kernel_kinds`); prints the untraced wall time per sweep (best of `calls`), the
+    kernels per sweep, their time by kind and the time during which some kernel ran.
+    """
     params = ij.sk_model(jax.random.key(0), n, beta=1.0, bias_std=0.1)
     blocks = mcmc_kernels.make_blocks(params, mcmc.default_block_size(n))
-    bsz = blocks.inner.shape[1]
+    n_pad = blocks.b.shape[0]
     state = mcmc_kernels.init_state(blocks, jax.random.rademacher(jax.random.key(2), (chains, n)))
-    fixed = mcmc_kernels.exponential_thresholds(jax.random.key(3), n, chains)
-    steps = jnp.arange(sweeps)
 
-    def thresholds(key, i):
-        return mcmc_kernels.exponential_thresholds(jax.random.fold_in(key, i), n, chains)
+    def sweeps_fn(key, blocks, state):
+        def body(s, i):
+            t = mcmc_kernels.exponential_thresholds(jax.random.fold_in(key, i), n, chains)
+            t = jnp.pad(t, ((0, n_pad - n), (0, 0)), constant_values=-jnp.inf)
+            return mcmc_kernels.sweep(blocks, s, t)[0], None
 
-    @jax.jit
-    def rng_only(key, blocks, state):  # every threshold is consumed, so none is skipped
-        return lax.scan(lambda c, i: (c + thresholds(key, i), None), fixed, steps)[0]
-
-    @jax.jit
-    def products_only(key, blocks, state):  # the n / B products h += w[:, block] @ delta of a sweep
-        def block(fields, xs):
-            k, cols = xs
-            delta = lax.dynamic_slice_in_dim(state.spins, k * bsz, bsz)
-            return fields + mcmc_kernels.column_product(cols, delta), None
-
-        xs = (jnp.arange(blocks.cols.shape[0]), blocks.cols)
-        body = lambda f, i: (lax.scan(block, f, xs)[0], None)  # noqa: E731
-        return lax.scan(body, state.fields, steps)[0]
-
-    @jax.jit
-    def sweep_only(key, blocks, state):
-        body = lambda s, i: (mcmc_kernels.sweep(blocks, s, fixed + 0 * i)[0], None)  # noqa: E731
-        return lax.scan(body, state, steps)[0].spins
-
-    @jax.jit
-    def both(key, blocks, state):
-        body = lambda s, i: (mcmc_kernels.sweep(blocks, s, thresholds(key, i))[0], None)  # noqa: E731
-        return lax.scan(body, state, steps)[0].spins
+        return lax.scan(body, state, jnp.arange(sweeps))[0].spins
 
     key = jax.random.key(4)
-    parts = {
-        "random numbers": rng_only,
-        "products": products_only,
-        "sweep, fixed thresholds": sweep_only,
-        "whole sweep": both,
-    }
-    for f in parts.values():  # blocks and state are arguments, not compiled-in constants
-        f(key, blocks, state).block_until_ready()  # compile
-    best = dict.fromkeys(parts, np.inf)
-    for _ in range(rounds):  # interleaved, so a change of load hits every part alike
-        for name, f in parts.items():
-            start = time.perf_counter()
-            f(key, blocks, state).block_until_ready()
-            best[name] = min(best[name], (time.perf_counter() - start) / sweeps)
-    return best
+    compiled = jax.jit(sweeps_fn).lower(key, blocks, state).compile()
+    kinds = _kernel_kinds(compiled.as_text(), n_pad, chains)
+    wall = best_time(lambda: compiled(key, blocks, state).block_until_ready(), calls)
+    with tempfile.TemporaryDirectory() as log_dir:
+        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+            for _ in range(calls):
+                compiled(key, blocks, state).block_until_ready()
+        (trace,) = Path(log_dir).rglob("perfetto_trace.json.gz")
+        events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    kernels = [e for e in events if e.get("ph") == "X" and e.get("name") in kinds]
+    if not kernels:
+        raise RuntimeError("the profiler's trace has no events of the sweep's kernels")
+    per_sweep = 1e-3 / (sweeps * calls)  # trace durations are in microseconds
+    busy = dict.fromkeys(KINDS, 0.0)
+    for e in kernels:
+        busy[kinds[e["name"]]] += e["dur"] * per_sweep
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in kernels)
+    covered, end = 0.0, -np.inf
+    for lo, hi in spans:  # the union of the kernels' intervals
+        covered += max(0.0, hi - max(lo, end))
+        end = max(end, hi)
+    bound_ms = 2 * n * n * chains / (gflops * 1e6)
+    print(
+        f"  n={n}, B={mcmc.default_block_size(n)}: whole sweep {wall * 1e3 / sweeps:.2f} ms "
+        f"(untraced, best of {calls}), {len(kernels) / (sweeps * calls):.0f} kernels; traced: "
+        + ", ".join(f"{KINDS[k]} {v:.2f}" for k, v in busy.items())
+        + f"; sum {sum(busy.values()):.2f}, some kernel running {covered * per_sweep:.2f}; "
+        f"the field-update flops at the bound {bound_ms:.2f}",
+        flush=True,
+    )
 
 
 def main():
@@ -226,17 +278,12 @@ def main():
                 f"{later:.3f} s = {rate / (gf * 1e9 / (2 * n)):.1%} of the bound",
                 flush=True,
             )
-    print("\nprofile of one sweep, 4096 chains, default block size (ms per sweep)")
+    print(
+        "\nprofile of a sweep, 4096 chains, default block size, from the XLA CPU runtime's "
+        "trace of its kernels (ms per sweep)"
+    )
     for n in headline_sizes:
-        prof = profile_sweep(n, 4096)
-        in_block = prof["sweep, fixed thresholds"] - prof["products"]
-        bound_ms = 2 * n * n * 4096 / (gf * 1e9) * 1e3
-        print(
-            f"  n={n}, B={mcmc.default_block_size(n)}: "
-            + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in prof.items())
-            + f"; in-block pass (difference) {in_block * 1e3:.2f}; products at the bound "
-            f"{bound_ms:.2f}"
-        )
+        kernel_profile(n, HEADLINE_CHAINS, gf)
 
 
 if __name__ == "__main__":
