@@ -93,9 +93,13 @@ def add_generators(config: ConfigDict) -> ConfigDict:
 
     config.selection = ConfigDict()
     # 'energy_variance' (the paper's checkpoint, K = every augment.ratios) and 'heldout'
-    # (checkpoint and K in {0} + ratios by held-out pseudo-likelihood over K folds)
+    # (checkpoint and K in {0} + ratios by a held-out score over K folds)
     config.selection.rules = ("energy_variance", "heldout")
     config.selection.num_folds = 2
+    # the held-out fold's score: 'own' (each estimator's own objective: screening for the
+    # erasure machine, pseudo-likelihood for the others), 'pseudo_likelihood' (every
+    # estimator by it, as before) or 'screening'; see isingjax/generators/selection.py
+    config.selection.score = "own"
     # the held-out rule keeps K = 0 unless the best K's held-out gain over it exceeds this
     # many standard errors of the per-spin gain (the one-standard-error rule; 0: best mean)
     config.selection.margin_se = 1.0

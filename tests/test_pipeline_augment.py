@@ -6,12 +6,14 @@ import isingjax as ij
 from configs import augment as augment_config
 from isingjax import io
 from isingjax.diffusion import criterion
+from isingjax.generators import selection
 from isingjax.pipelines import (
     augment,
     augment_generate,
     augment_penalty,
     augment_records,
     augment_summary,
+    diffusion_stage,
 )
 
 
@@ -138,11 +140,18 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
                 assert all(
                     len(r["fold_scores"]) == config.selection.num_folds for r in heldout.values()
                 )
-                # folds of equal size (M = 40, 2 folds): the pooled mean is the folds' mean
+                # each estimator by its own objective; folds of equal size (M = 40, 2
+                # folds): the pooled pseudo-likelihood is the folds' mean, the pooled
+                # screening score -log mean exp(E) is -log of the mean of exp(-fold score)
                 for r in heldout.values():
-                    np.testing.assert_allclose(
-                        r["scores"], np.mean(r["fold_scores"], axis=0), rtol=1e-5
-                    )
+                    folds = np.asarray(r["fold_scores"])
+                    if method == "erasure":
+                        assert r["score"] == "screening"
+                        expected = -np.log(np.mean(np.exp(-folds), axis=0))
+                    else:
+                        assert r["score"] == "pseudo_likelihood"
+                        expected = np.mean(folds, axis=0)
+                    np.testing.assert_allclose(r["scores"], expected, rtol=1e-5)
                 mean = np.asarray([heldout[s]["scores"] for s in (50, 100)])
                 se = np.asarray([heldout[s]["se"] for s in (50, 100)])
                 best = np.argwhere(mean == mean.max())
@@ -241,6 +250,7 @@ def test_penalty_split_refuses_a_workdir_of_no_augment_run(tmp_path, config_json
         ("selection.num_folds", 1, "config.selection.num_folds must be an integer in"),
         ("selection.rules", ("heldout",), "must be a tuple from"),
         ("selection.margin_se", -1.0, "config.selection.margin_se must be a finite number"),
+        ("selection.score", "likelihood", "config.selection.score must be one of"),
         ("masked.train_steps", 125, "must be a multiple of masked.checkpoint_every"),
         ("autoregressive.learning_rate", float("nan"), "autoregressive.learning_rate must be"),
         ("autoregressive.hidden", -1, "autoregressive.hidden must be an integer >= 0"),
@@ -403,3 +413,29 @@ def test_results_arrays_cover_every_finished_cell_of_the_workdir(tmp_path):
     h = list(arrays["generators"]).index("masked")
     assert arrays["grid_steps"][h].tolist() == [50, 100]
     assert arrays["grid_mse_all"][1, 0, 1, h, 1, 1, 1] == 0.7
+
+
+@pytest.mark.parametrize("method", ["plm", "erasure"])
+def test_fits_per_k_equal_the_fits_over_one_shared_array(method, monkeypatch):
+    # The grid's and the held-out rule's fits on observed + their K spins only equal the
+    # fits of one shared array whose spins past K are weighted 0.
+    config = tiny_config()
+    truth = ij.sk_model(jax.random.key(0), 6, beta=1.0, bias_std=0.2)
+    spins = ij.exact.sample(jax.random.key(1), truth, 2 * 120).reshape(2, 120, 6)  # M + 2M
+    fit = diffusion_stage.fit_with_converged_fn(config, method)
+    held = selection.fold_masks(jax.random.key(2), 40, 2)
+    score = augment_generate.heldout_score(config, method)
+    out = {}
+    for rows in (10**6, 0):
+        monkeypatch.setattr(augment, "ONE_SHAPE_MAX_ROWS", rows)
+        assert augment.one_shape(config, 40) == (rows > 0)
+        (est, converged) = jax.jit(lambda d: augment._fit_ratios(config, fit, d, 40))(spins)
+        terms = augment.Stages(config).scores(method, 40, 20)(spins[:, :40], held, spins[:, 40:])
+        out[rows] = est, converged, terms
+    (est1, conv1, terms1), (est0, conv0, terms0) = out[10**6], out[0]
+    assert est1.w.shape == (2, 2, 6, 6) and terms1.shape == (2, 3, 40)
+    assert bool(np.all(conv1)) and bool(np.all(conv0))
+    np.testing.assert_allclose(est0.w, est1.w, atol=2e-4)
+    np.testing.assert_allclose(est0.b, est1.b, atol=2e-4)
+    np.testing.assert_allclose(terms0, terms1, rtol=1e-4, atol=1e-3)
+    assert score == ("screening" if method == "erasure" else "pseudo_likelihood")

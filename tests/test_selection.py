@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 
 import isingjax as ij
 from isingjax import exact
@@ -22,33 +23,66 @@ def observed():
     return truth, exact.sample(jax.random.key(1), truth, M)
 
 
-def pooled(generated):
-    """Held-out pseudo-log-likelihood over 5 folds pooled over the rows, and the s.e. of
-    the gain over K = 0, per K of SIZES."""
+def pooled(generated, method="plm"):
+    """Held-out score of the method's own objective over 5 folds pooled over the rows,
+    and the s.e. of the gain over K = 0, per K of SIZES."""
     _, spins = observed()
     folds = selection.fold_masks(jax.random.key(2), M, 5)
+    score = selection.own_score(method)
 
     def fit(data, weights):
-        return plm.fit(data, weights)[0]
+        return ij.inference.METHODS[method](data, weights)[0]
 
     rows = jax.jit(
-        jax.vmap(lambda held: selection.heldout_row_scores(fit, spins, held, generated, SIZES))
+        jax.vmap(
+            lambda held: selection.heldout_row_scores(fit, spins, held, generated, SIZES, score)
+        )
     )
-    return tuple(np.asarray(x) for x in selection.pooled_scores(rows(folds), folds))
+    return tuple(np.asarray(x) for x in selection.pooled_scores(rows(folds), folds, score))
 
 
 @pytest.mark.slow
-def test_noise_generator_gets_no_samples_exact_generator_gets_some():
+@pytest.mark.parametrize("method", ["plm", "erasure"])
+def test_noise_generator_gets_no_samples_exact_generator_gets_some(method):
     truth, _ = observed()
     noise = jax.random.rademacher(jax.random.key(3), (4 * M, N), jnp.float32)
     fresh = exact.sample(jax.random.key(4), truth, 4 * M)
-    (noise_mean, noise_se), (fresh_mean, fresh_se) = pooled(noise), pooled(fresh)
+    (noise_mean, noise_se), (fresh_mean, fresh_se) = pooled(noise, method), pooled(fresh, method)
     scores, se = np.stack([noise_mean, fresh_mean]), np.stack([noise_se, fresh_se])
     for margin in (0.0, 1.0):  # with and without the one-standard-error rule
         assert selection.choose(scores[:1], SIZES, se[:1], margin) == (0, 0)
         assert selection.choose(scores[1:], SIZES, se[1:], margin)[1] > 0
         # Both generators as two "checkpoints": the exact one is chosen.
         assert selection.choose(scores, SIZES, se, margin)[0] == 1
+
+
+def test_screening_score_is_highest_at_the_truth():
+    # Exact enumeration (n = 8): the population screening score -log sum_s P(s) exp(E(s))
+    # of the truth, log Z - n log 2, is above that of every perturbed model, and the
+    # held-out score of many exact samples approaches it.
+    truth = ij.sk_model(jax.random.key(11), 8, beta=1.0, bias_std=0.3)
+    states = exact.index_to_spins(jnp.arange(2**8), 8)
+    log_p = np.asarray(exact.all_log_probs(truth), np.float64)
+
+    def population(params):
+        e = np.asarray(selection.row_terms(params, states, "screening"), np.float64)
+        return -scipy.special.logsumexp(log_p + e)
+
+    best = population(truth)
+    np.testing.assert_allclose(best, float(exact.log_partition(truth)) - 8 * np.log(2), rtol=1e-4)
+    rng = np.random.default_rng(0)
+    for scale in (0.05, 0.2):
+        for _ in range(5):
+            dw = np.triu(rng.normal(scale=scale, size=(8, 8)), 1)
+            other = ij.IsingParams(
+                w=truth.w + jnp.asarray(dw + dw.T, jnp.float32),
+                b=truth.b + jnp.asarray(rng.normal(scale=scale, size=8), jnp.float32),
+            )
+            assert population(other) < best
+    spins = exact.sample(jax.random.key(12), truth, 20000)
+    rows = selection.row_terms(truth, spins, "screening")[None, None]  # [F = 1, R = 1, M]
+    mean, _ = selection.pooled_scores(rows, np.ones((1, 20000)), "screening")
+    np.testing.assert_allclose(mean[0], best, atol=0.05)
 
 
 def test_pooled_scores_against_numpy():
@@ -70,7 +104,25 @@ def test_pooled_scores_against_numpy():
         assert se[s][0] == 0
 
 
-def test_heldout_scores_are_the_held_out_rows_mean():
+def test_pooled_screening_scores_and_their_standard_error_against_a_bootstrap():
+    # -log mean exp of the pooled rows, and the delta-method s.e. of the difference to
+    # the first K against a bootstrap over the rows (independent of the formula)
+    rng = np.random.default_rng(2)
+    num = 2000
+    base = rng.normal(size=num)
+    rows = np.stack([base, base + rng.normal(scale=0.3, size=num) - 0.1])[None]  # [1, 2, M]
+    mean, se = selection.pooled_scores(rows, np.ones((1, num)), "screening")
+    np.testing.assert_allclose(mean, -np.log(np.exp(rows[0]).mean(axis=1)))
+    assert se[0] == 0
+    boot = []
+    for _ in range(2000):
+        pick = rng.integers(0, num, num)
+        lme = np.log(np.exp(rows[0][:, pick]).mean(axis=1))
+        boot.append(lme[0] - lme[1])
+    np.testing.assert_allclose(se[1], np.std(boot), rtol=0.1)
+
+
+def test_heldout_row_scores_fit_only_the_training_rows_and_the_first_k():
     truth = ij.sk_model(jax.random.key(6), 6, beta=1.0, bias_std=0.1)
     spins, generated = (
         exact.sample(jax.random.key(7), truth, 60),
@@ -83,22 +135,48 @@ def test_heldout_scores_are_the_held_out_rows_mean():
         return plm.fit(data, weights)[0]
 
     @jax.jit
-    def both(spins, held, generated, weights):
+    def both(spins, held, generated):
         return (
             selection.heldout_row_scores(fit, spins, held, generated, sizes),
-            selection.heldout_scores(fit, spins, held, generated, sizes),
+            selection.heldout_row_scores(fit, spins, held, generated, sizes, "screening"),
             fit(jnp.concatenate([spins, generated]), weights),
         )
 
-    # independent: the fit at K = 60 (est), its per-row log pseudo-likelihood in NumPy
+    # independent: the fit at K = 60 on all rows with the held-out and the last 60
+    # generated ones weighted 0, its per-row terms in NumPy
     weights = jnp.concatenate([1.0 - held, (jnp.arange(120) < 60).astype(jnp.float32)])
-    rows, scores, est = both(spins, held, generated, weights)
-    rows, scores = np.asarray(rows), np.asarray(scores)
+    rows, energies, est = both(spins, held, generated)
     s, w, b = (np.asarray(x, np.float64) for x in (spins, est.w, est.b))
     expected = -np.logaddexp(0, -2 * s * (s @ w.T + b)).sum(axis=1)
-    np.testing.assert_allclose(rows[1], expected, rtol=1e-4)
-    mask = np.asarray(held) > 0
-    np.testing.assert_allclose(scores, rows[:, mask].mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(rows[1]), expected, rtol=1e-4)
+    expected = -(0.5 * np.sum((s @ w) * s, axis=1) + s @ b)
+    np.testing.assert_allclose(np.asarray(energies[1]), expected, rtol=1e-4, atol=1e-4)
+    # one shared array for every K (the generated spins past K weighted 0): the same
+    shared = jax.jit(
+        lambda spins, held, generated: selection.heldout_row_scores(
+            fit, spins, held, generated, sizes, "screening", one_shape=True
+        )
+    )(spins, held, generated)
+    np.testing.assert_allclose(np.asarray(shared), np.asarray(energies), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown held-out score"):
+        selection.row_terms(est, spins, "likelihood")
+    with pytest.raises(ValueError, match=r"sizes must lie in \[0, 120\]"):
+        selection.heldout_row_scores(fit, spins, held, generated, (0, 121))
+
+
+def test_per_fold_scores_against_numpy():
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(3, 2, 4, 17))  # [F, S, R, M]
+    held = np.stack(
+        [np.asarray(selection.fold_masks(jax.random.key(s), 17, 3)) for s in range(2)], axis=1
+    )
+    plain = selection.per_fold_scores(rows, held)
+    screening = selection.per_fold_scores(rows, held, "screening")
+    for f in range(3):
+        for s in range(2):
+            mine = rows[f, s][:, held[f, s] > 0]
+            np.testing.assert_allclose(plain[f, s], mine.mean(axis=1))
+            np.testing.assert_allclose(screening[f, s], -np.log(np.exp(mine).mean(axis=1)))
 
 
 def test_choose_with_a_margin_keeps_no_augmentation_unless_the_gain_is_clear():

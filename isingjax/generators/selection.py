@@ -3,13 +3,27 @@ truth; and checking a generator for copies of its training data.
 
 The held-out rule ("train on synthetic + real, test on real"): the observed spins are
 split into folds; for each held-out fold the estimator is fitted on the other folds plus
-the first K generated spins (a generator trained on those folds only), and scored by the
-pseudo-log-likelihood of the held-out fold (the downstream task's own score, which needs
-no truth). K = 0 is always a candidate, so augmentation is used only where it helps on
-held-out data. Every observed row is scored once, by the fit of the fold that held it out
-(`pooled_scores`); `choose` takes the best mean score, ties to the smaller K and the
-earlier checkpoint, and with a margin (the one-standard-error rule) keeps K = 0 unless the
-best K's gain over it exceeds that many standard errors of the per-row gain.
+the first K generated spins (a generator trained on those folds only), and scored on the
+held-out fold, which needs no truth. K = 0 is always a candidate, so augmentation is used
+only where it helps on held-out data. Every observed row is scored once, by the fit of
+the fold that held it out (`pooled_scores`); `choose` takes the best score, ties to the
+smaller K and the earlier checkpoint, and with a margin (the one-standard-error rule)
+keeps K = 0 unless the best K's gain over it exceeds that many standard errors.
+
+Two held-out scores (`SCORES`), both maximized in expectation by the true parameters:
+  pseudo_likelihood  the mean log pseudo-likelihood sum_i log P(s_i | s_rest) of the
+                     held-out rows (plm's objective);
+  screening          -log mean_mu exp(E_theta(s^mu)), the erasure machine's objective at
+                     eps = 0 (Jo et al.; the global form of the interaction screening
+                     objective of Vuffray et al., NeurIPS 2016): its gradient
+                     <O exp(E_theta)>_P / <exp(E_theta)>_P vanishes at theta = truth,
+                     where exp(E) erases the Boltzmann weight (every operator averages to
+                     0 over all states), and it is convex in theta.
+`own_score(method)` is each estimator's own: screening for the erasure machine, the
+pseudo-likelihood for the others (the exact likelihood of exact_ml is consistent with
+it). Scored by the pseudo-likelihood, the erasure machine's fits can gain held-out
+score while their parameter error rises (shrinking its couplings, as broad generated
+spins do, raises their pseudo-likelihood at n = 20, beta = 1; see the README).
 
 The data-copying test (Meehan, Chaudhuri & Dasgupta, AISTATS 2020), in its global form:
 the Hamming distance of every generated sample to its nearest training sample is
@@ -25,9 +39,11 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 import scipy.stats
 
 from isingjax.inference import plm
+from isingjax.models import energy
 
 
 def fold_masks(key: jax.Array, num_samples: int, num_folds: int) -> jax.Array:
@@ -42,54 +58,117 @@ def fold_masks(key: jax.Array, num_samples: int, num_folds: int) -> jax.Array:
     return (fold_of[None, :] == jnp.arange(num_folds)[:, None]).astype(jnp.float32)
 
 
-def heldout_row_scores(fit_fn, spins, heldout, generated, sizes) -> jax.Array:
-    """Log pseudo-likelihood of every observed row under the estimator fitted on the
-    training rows plus the first K generated ones, per K.
+SCORES = ("pseudo_likelihood", "screening")
+_OWN_SCORES = {"erasure": "screening"}
+
+
+def own_score(method: str) -> str:
+    """The held-out score of an estimator's own objective (see the module docstring)."""
+    return _OWN_SCORES.get(method, "pseudo_likelihood")
+
+
+def _check_score(score: str) -> None:
+    if score not in SCORES:
+        raise ValueError(f"unknown held-out score {score!r}; known: {SCORES}.")
+
+
+def row_terms(params, spins, score: str = "pseudo_likelihood") -> jax.Array:
+    """Per-row terms [M] of a fit's held-out score on spins [M, n]: the log pseudo-
+    likelihood of each row (score 'pseudo_likelihood', the mean of the terms) or its
+    energy E_theta(s) (score 'screening', -log of the mean of exp of the terms)."""
+    _check_score(score)
+    if score == "screening":
+        return energy(params, spins)
+    return plm.log_pseudo_likelihood(params, spins)
+
+
+def heldout_row_scores(
+    fit_fn, spins, heldout, generated, sizes, score="pseudo_likelihood", *, one_shape=False
+) -> jax.Array:
+    """The `row_terms` of every observed row under the estimator fitted on the training
+    rows plus the first K generated ones, per K.
 
     Args:
       fit_fn: (spins [N, n], weights [N]) -> IsingParams (an estimator; jit/vmap-able).
       spins: observed spins [M, n].
       heldout: held-out mask [M] (1 = scored, not fitted).
       generated: generated spins [K_max, n].
-      sizes: the K to try [R] (ints <= K_max; 0 = no augmentation).
+      sizes: the K to try [R] (Python ints <= K_max; 0 = no augmentation).
+      score: 'pseudo_likelihood' or 'screening' (`SCORES`).
+      one_shape: fit every K on all M + K_max rows, those past K weighted 0 (one compile,
+        vmapped over K) instead of on observed + generated[:K] only (one compile per K,
+        less work: the way for large K_max).
 
     Returns:
-      [R, M] (nats; higher is better). Only the held-out rows' entries are held-out
-      scores: the others were fitted.
+      [R, M]. Only the held-out rows' entries are held-out terms: the others were fitted.
     """
-    data = jnp.concatenate([spins, generated])
-    train = jnp.concatenate([1.0 - heldout, jnp.zeros(generated.shape[0])])
-    index = jnp.arange(generated.shape[0])
+    _check_score(score)
+    sizes = [int(k) for k in sizes]
+    if any(not 0 <= k <= generated.shape[0] for k in sizes):
+        raise ValueError(f"sizes must lie in [0, {generated.shape[0]}], got {sizes}.")
+    train = 1.0 - heldout
+    if one_shape:
+        data = jnp.concatenate([spins, generated])
+        index = jnp.arange(generated.shape[0])
+
+        def masked(k):
+            weights = jnp.concatenate([train, (index < k).astype(jnp.float32)])
+            return row_terms(fit_fn(data, weights), spins, score)
+
+        return jax.vmap(masked)(jnp.asarray(sizes))
 
     def rows(k):
-        weights = train.at[spins.shape[0] :].set((index < k).astype(jnp.float32))
-        return plm.log_pseudo_likelihood(fit_fn(data, weights), spins)
+        data = jnp.concatenate([spins, generated[:k]])
+        weights = jnp.concatenate([train, jnp.ones(k, jnp.float32)])
+        return row_terms(fit_fn(data, weights), spins, score)
 
-    return jax.vmap(rows)(jnp.asarray(sizes))
-
-
-def heldout_scores(fit_fn, spins, heldout, generated, sizes) -> jax.Array:
-    """Mean pseudo-log-likelihood (nats per spin pattern) of the held-out spins, per K
-    [R]: `heldout_row_scores` averaged over the held-out rows."""
-    rows = heldout_row_scores(fit_fn, spins, heldout, generated, sizes)
-    return rows @ heldout / jnp.sum(heldout)
+    return jnp.stack([rows(k) for k in sizes])
 
 
-def pooled_scores(row_scores, heldout) -> tuple[np.ndarray, np.ndarray]:
+def pooled_scores(row_scores, heldout, score: str = "pseudo_likelihood"):
     """The K-fold scores pooled over the observed rows, each scored by the fit that held
-    it out: (mean [..., R] over the M rows, standard error [..., R] of the mean per-row
-    difference to the first K, which `choose` takes to be K = 0), in float64 NumPy.
+    it out: (score [..., R] over the M rows, standard error [..., R] of its difference to
+    the first K, which `choose` takes to be K = 0), in float64 NumPy.
+
+    'pseudo_likelihood': the mean of the row terms, and the s.e. of the mean per-row gain.
+    'screening': -log mean_mu exp(t_mu), and the delta-method s.e. of the difference of
+    two such scores, std_mu(a_mu / mean(a) - a0_mu / mean(a0)) / sqrt(M) with
+    a = exp(t) and a0 that of the first K.
 
     Args:
       row_scores: [F, ..., R, M] `heldout_row_scores` of the F folds.
       heldout: [F, ..., M] their held-out masks (a partition of the rows).
+      score: the score the row terms belong to (`SCORES`).
     """
+    _check_score(score)
     row_scores = np.asarray(row_scores, np.float64)
     heldout = np.asarray(heldout, np.float64)
     rows = np.sum(row_scores * heldout[..., None, :], axis=0)  # [..., R, M]
-    diff = rows - rows[..., :1, :]
-    se = np.std(diff, axis=-1, ddof=1) / np.sqrt(rows.shape[-1])
-    return np.mean(rows, axis=-1), se
+    mean = _reduce(rows, np.ones(rows.shape, bool), score)
+    if score == "screening":
+        ratio = np.exp(rows + mean[..., None])  # a_mu / mean(a), with a = exp(t)
+        diff = ratio[..., :1, :] - ratio
+    else:
+        diff = rows - rows[..., :1, :]
+    return mean, np.std(diff, axis=-1, ddof=1) / np.sqrt(rows.shape[-1])
+
+
+def per_fold_scores(row_scores, heldout, score: str = "pseudo_likelihood") -> np.ndarray:
+    """Each fold's own held-out score [F, ..., R] (float64 NumPy) from its held-out rows'
+    terms. row_scores [F, ..., R, M], heldout [F, ..., M]."""
+    _check_score(score)
+    held = np.asarray(heldout, np.float64)[..., None, :] > 0
+    return _reduce(np.asarray(row_scores, np.float64), held, score)
+
+
+def _reduce(rows, held, score):
+    """The score of the row terms [..., M] where held [..., M] is True: their mean, or
+    -log mean exp for 'screening'."""
+    count = np.sum(held, axis=-1)
+    if score == "screening":
+        lse = scipy.special.logsumexp(np.where(held, rows, -np.inf), axis=-1)
+        return np.log(count) - lse
+    return np.sum(np.where(held, rows, 0.0), axis=-1) / count
 
 
 def choose(scores, sizes, se=None, margin_se: float = 0.0) -> tuple[int, int]:

@@ -24,12 +24,13 @@ For every beta and sample size M, per seed (vmapped over seeds):
         energy_variance  the paper's rule: the criterion's checkpoint, at every K;
         heldout          (selection.rules) K-fold over the observed spins: the generator
                          retrained on the training folds, the estimator fitted on them +
-                         K of its spins at each checkpoint and scored by the
-                         pseudo-log-likelihood of the held-out fold (K = 0 included);
-                         the best mean score over the M observed spins picks
-                         (checkpoint, K), K = 0 unless its gain over K = 0 exceeds
-                         selection.margin_se standard errors of the per-spin gain (the
-                         one-standard-error rule), and the full-data
+                         K of its spins at each checkpoint and scored on the
+                         held-out fold (K = 0 included) by selection.score ('own':
+                         the erasure machine by the screening objective, the others
+                         by the pseudo-log-likelihood; generators/selection.py); the
+                         best score over the M observed spins picks (checkpoint, K),
+                         K = 0 unless its gain over K = 0 exceeds selection.margin_se
+                         standard errors (the one-standard-error rule), and the full-data
                          generator at that checkpoint (the same training run as the
                          grid's, so the same as retraining to that step) supplies the
                          K * M spins. Held-out log-likelihood of the fold generators
@@ -42,10 +43,10 @@ For every beta and sample size M, per seed (vmapped over seeds):
       max(ratios) * M spins added to the fitting part of the split and to the refit (the
       held-out part is observed spins only): augmentation and the tuned penalty at equal
       tuning effort.
-   Every K is a weight mask over one array, so one compile serves all ratios and
-   checkpoints. Every cell records whether its fits converged (the estimator's
-   info['converged']) and the generated cells the number of non-finite values the
-   generator produced (an error unless augment.allow_nonfinite).
+   The fits of every K share one array (one compile) or, for large K, fit the observed +
+   their K spins only (`one_shape`). Every cell records whether its fits
+   converged (the estimator's info['converged']) and the generated cells the number of
+   non-finite values the generator produced (an error unless augment.allow_nonfinite).
 
 Outputs: config.json, metrics.jsonl (training losses, per-checkpoint criterion and
 generator checks, held-out scores), results.jsonl (one line per (beta, M, method,
@@ -85,6 +86,7 @@ COORDS = augment_records.COORDS
 # Config fields a rerun in the same workdir may change (common.prepare_workdir).
 RESUMABLE = ("model.betas", "sweep.sample_sizes", "inference.methods", "generator.names")
 RULES = ("energy_variance", "heldout")
+ONE_SHAPE_MAX_ROWS = 8192  # see `one_shape`
 summary_table = augment_summary.summary_table
 
 
@@ -116,6 +118,12 @@ def validate_config(config) -> None:
                 and all(common.is_int(m, 10) for m in config.sweep.sample_sizes)
                 and config.selection.num_folds <= min(config.sweep.sample_sizes, default=0),
                 "an integer in [2, min(sweep.sample_sizes)]",
+            ),
+            (
+                "selection.score",
+                config.selection.score,
+                config.selection.score in ("own", *selection.SCORES),
+                f"one of {('own', *selection.SCORES)}",
             ),
             (
                 "selection.margin_se",
@@ -193,18 +201,25 @@ class Stages:
             self._cache[key] = build()
         return self._cache[key]
 
-    def scores(self, method, m_fit):
+    def scores(self, method, m, m_fit):
         """jit(vmap over rows): (observed [M, n], held-out mask [M], generated [K, n]) ->
-        the log pseudo-likelihood of every observed row [1 + R, M] under the fits at K in
-        (0,) + ratios * m_fit (`selection.heldout_row_scores`)."""
+        the held-out terms of every observed row [1 + R, M] under the fits at K in
+        (0,) + ratios * m_fit (`selection.heldout_row_scores`, score `generate.heldout_score`)."""
         sizes = [0] + [r * m_fit for r in self.config.augment.ratios]
         fit = diffusion_stage.fit_fn(self.config, method)
+        score = generate.heldout_score(self.config, method)
 
         def build():
-            one = partial(selection.heldout_row_scores, fit, sizes=sizes)
+            one = partial(
+                selection.heldout_row_scores,
+                fit,
+                sizes=sizes,
+                score=score,
+                one_shape=one_shape(self.config, m, m_fit),
+            )
             return jax.jit(jax.vmap(lambda x, h, g: one(x, h, g)))
 
-        return self._get(("scores", method, m_fit), build)
+        return self._get(("scores", method, m, m_fit), build)
 
     def base(self, method, m):
         return self._get(("base", method, m), lambda: make_base_fn(self.config, method, m))
@@ -271,6 +286,28 @@ def tuned_l2_weighted(config, spins, fitted, held, m: int):
     return est, best, info["converged"] & jnp.all(grid_converged)
 
 
+def one_shape(config, m: int, m_fit: int | None = None) -> bool:
+    """Whether the fits of every K share one array of observed + max(ratios) * M extra
+    spins (those past K weighted 0; one compile for every K) rather than each fitting
+    observed + its K spins only (one compile per K). Above ONE_SHAPE_MAX_ROWS rows the
+    shared array's wasted work outweighs the compiles (augment :quick, 6800 rows at most:
+    337 s with one shape, 377 s per K, measured cold on 2 cores); m_fit: the fold
+    generators' training size, for the held-out rule's fits."""
+    k_max = max(config.augment.ratios) * (m if m_fit is None else m_fit)
+    return m + k_max <= ONE_SHAPE_MAX_ROWS
+
+
+def _fit_ratios(config, fit, data, m):
+    """Fits of every arm's observed + extra spins data [A, M + K_max, n] on the observed
+    and the first ratio * M extra spins, per augment.ratios (`one_shape`; arms one after
+    another with lax.map: vmapped, every L-BFGS lane would wait for the slowest fit's
+    iterations) -> leaves [A, R, ...]."""
+    if one_shape(config, m):
+        return _fit_all(fit, data, _ratio_masks(config, m))
+    fits = [lax.map(lambda x, r=r: fit(x[: (1 + r) * m]), data) for r in config.augment.ratios]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves, axis=1), *fits)
+
+
 def _ratio_masks(config, m):
     """Weights [R, M + K_max] of observed + the first ratio * M extra spins."""
     ratios = jnp.asarray(config.augment.ratios)
@@ -280,8 +317,7 @@ def _ratio_masks(config, m):
 
 
 def _fit_all(fit, data, masks):
-    """Fits of data [A, N, n] under every mask [R, N], one after another (lax.map: vmapped,
-    every L-BFGS lane would wait for the slowest fit's iterations) -> leaves [A, R, ...]."""
+    """Fits of data [A, N, n] under every mask [R, N] -> leaves [A, R, ...]."""
     num_a, num_r = data.shape[0], masks.shape[0]
     pairs = jnp.stack(jnp.meshgrid(jnp.arange(num_a), jnp.arange(num_r), indexing="ij"))
     flat = lax.map(lambda ak: fit(data[ak[0]], masks[ak[1]]), pairs.reshape(2, -1).T)
@@ -292,7 +328,6 @@ def make_base_fn(config, method: str, m: int):
     """jit(vmap over seeds): fn(seed, root, beta) -> the arms without a generator."""
     k_max = max(config.augment.ratios) * m
     fit = diffusion_stage.fit_with_converged_fn(config, method)
-    masks = _ratio_masks(config, m)
     rows, cols = jnp.triu_indices(config.model.n, k=1)
 
     def one_seed(seed, root, beta):
@@ -302,7 +337,7 @@ def make_base_fn(config, method: str, m: int):
         boot = exact.sample(jax.random.fold_in(keys["boot"], m), est_observed, k_max)
         extra = jnp.stack([boot, oracle])  # [arms, K_max, n]
         data = jnp.concatenate([jnp.broadcast_to(observed, (2, *observed.shape)), extra], axis=1)
-        estimates, conv_extra = _fit_all(fit, data, masks)
+        estimates, conv_extra = _fit_ratios(config, fit, data, m)
         conv_extra = conv_extra.at[0].set(conv_extra[0] & conv_observed)  # bootstrap rests on it
         errors = partial(metrics.param_mse, truth=truth)
         out = {
@@ -328,7 +363,6 @@ def make_grid_fn(config, method: str, m: int):
     [K_max, n]}, root, beta) -> the grid's errors [C, R] (and for plm the generated_l2
     arm on the energy-variance checkpoint's spins)."""
     fit = diffusion_stage.fit_with_converged_fn(config, method)
-    masks = _ratio_masks(config, m)
     rows, cols = jnp.triu_indices(config.model.n, k=1)
 
     def one_seed(inputs, root, beta):
@@ -337,7 +371,7 @@ def make_grid_fn(config, method: str, m: int):
         data = jnp.concatenate(
             [jnp.broadcast_to(observed, (generated.shape[0], *observed.shape)), generated], axis=1
         )
-        estimates, converged = _fit_all(fit, data, masks)
+        estimates, converged = _fit_ratios(config, fit, data, m)
         errors = partial(metrics.param_mse, truth=truth)
         out = {
             "grid": jax.vmap(jax.vmap(errors))(estimates),

@@ -157,13 +157,21 @@ def full_generator(config, gen, stage, workdir, root, beta, m, truth, observed):
     return steps, spins.astype(np.float32), np.asarray(ev_steps), nonfinite
 
 
+def heldout_score(config, method: str) -> str:
+    """The held-out rule's score of an estimator: selection.score, where 'own' is the
+    estimator's own (`selection.own_score`: screening for the erasure machine, the
+    pseudo-likelihood for the others)."""
+    score = config.selection.score
+    return selection.own_score(method) if score == "own" else score
+
+
 def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
     """The held-out rule's scores: {method: (scores [S, C, 1 + R], se [S, C, 1 + R])}, the
-    pseudo-log-likelihood of every observed spin under the fit of the fold that held it
-    out, averaged over the M spins, at every checkpoint and K in (0,) + ratios * M_fit,
-    and the standard errors of the per-spin gain over K = 0 (`selection.pooled_scores`),
+    `heldout_score` of every observed spin under the fit of the fold that held it out,
+    pooled over the M spins, at every checkpoint and K in (0,) + ratios * M_fit, and the
+    standard errors of the gain over K = 0 (`selection.pooled_scores`),
     from one generator per (seed, fold) trained on the other folds; records
-    {"kind": "heldout"} (scores, s.e. and per-fold means) and {"kind": "fold_check"}
+    {"kind": "heldout"} (score, pooled scores, s.e. and per-fold scores) and {"kind": "fold_check"}
     (data-copying test, held-out log-likelihood) in metrics.jsonl."""
     num_seeds, folds = observed.shape[0], config.selection.num_folds
     meta = {"beta": beta, "num_samples": m, "generator": gen.name}
@@ -210,13 +218,14 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
             )
             x = sampling.threshold(raw)
             for method in missing:
-                rows = np.asarray(stage.scores(method, m_fit)(data, held, x), np.float64)
+                rows = np.asarray(stage.scores(method, m, m_fit)(data, held, x), np.float64)
                 rows = rows.reshape(folds, num_seeds, *rows.shape[1:])  # [F, S, 1+R, M]
-                mean, se = selection.pooled_scores(rows, held_by_fold)
-                per_fold = np.sum(rows * held_by_fold[:, :, None, :], axis=-1)
-                per_fold /= np.sum(held_by_fold, axis=-1)[..., None]
+                score = heldout_score(config, method)
+                mean, se = selection.pooled_scores(rows, held_by_fold, score)
+                per_fold = selection.per_fold_scores(rows, held_by_fold, score)
                 for i in range(num_seeds):
                     record = {"kind": "heldout"} | meta | {"method": method, "step": step}
+                    record["score"] = score
                     record |= {"seed": i, "scores": mean[i].tolist(), "se": se[i].tolist()}
                     record["fold_scores"] = per_fold[:, i].tolist()
                     io.append_jsonl(workdir / "metrics.jsonl", record)
