@@ -77,7 +77,8 @@ def plot_mse_vs_m(path, arrays, config):
             ax.set(xscale="log", yscale="log", xlabel="observed samples M")
             ax.set_title(f"{method}, β = {beta:g}", fontsize=9)
         axes[i, 0].set_ylabel("parameter MSE (all), mean ± s.e.")
-    axes[0, -1].legend(fontsize=6, ncol=2)
+    # beside the panels, not over them
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"SK n = {config.model.n}, {config.num_seeds} seeds", fontsize=10)
     common.save_figure(fig, path)
 
