@@ -416,26 +416,27 @@ def test_results_arrays_cover_every_finished_cell_of_the_workdir(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["plm", "erasure"])
-def test_fits_per_k_equal_the_fits_over_one_shared_array(method, monkeypatch):
+def test_fits_per_k_equal_fits_with_the_spins_past_k_weighted_zero(method):
     # The grid's and the held-out rule's fits on observed + their K spins only equal the
-    # fits of one shared array whose spins past K are weighted 0.
+    # fits of the whole array whose spins past K are weighted 0 (made here directly).
     config = tiny_config()
     truth = ij.sk_model(jax.random.key(0), 6, beta=1.0, bias_std=0.2)
     spins = ij.exact.sample(jax.random.key(1), truth, 2 * 120).reshape(2, 120, 6)  # M + 2M
     fit = diffusion_stage.fit_with_converged_fn(config, method)
+    est, converged = jax.jit(lambda d: augment._fit_ratios(config, fit, d, 40))(spins)
+    assert est.w.shape == (2, 2, 6, 6) and bool(np.all(converged))
+    for a in range(2):
+        for r, ratio in enumerate(config.augment.ratios):
+            weights = (np.arange(120) < 40 * (1 + ratio)).astype(np.float32)
+            ref, _ = jax.jit(fit)(spins[a], weights)
+            np.testing.assert_allclose(est.w[a, r], ref.w, atol=2e-4)
+            np.testing.assert_allclose(est.b[a, r], ref.b, atol=2e-4)
     held = selection.fold_masks(jax.random.key(2), 40, 2)
     score = augment_generate.heldout_score(config, method)
-    out = {}
-    for rows in (10**6, 0):
-        monkeypatch.setattr(augment, "ONE_SHAPE_MAX_ROWS", rows)
-        assert augment.one_shape(config, 40) == (rows > 0)
-        (est, converged) = jax.jit(lambda d: augment._fit_ratios(config, fit, d, 40))(spins)
-        terms = augment.Stages(config).scores(method, 40, 20)(spins[:, :40], held, spins[:, 40:])
-        out[rows] = est, converged, terms
-    (est1, conv1, terms1), (est0, conv0, terms0) = out[10**6], out[0]
-    assert est1.w.shape == (2, 2, 6, 6) and terms1.shape == (2, 3, 40)
-    assert bool(np.all(conv1)) and bool(np.all(conv0))
-    np.testing.assert_allclose(est0.w, est1.w, atol=2e-4)
-    np.testing.assert_allclose(est0.b, est1.b, atol=2e-4)
-    np.testing.assert_allclose(terms0, terms1, rtol=1e-4, atol=1e-3)
     assert score == ("screening" if method == "erasure" else "pseudo_likelihood")
+    terms = augment.Stages(config).scores(method, 20)(spins[:, :40], held, spins[:, 40:])
+    for row in range(2):
+        weights = np.concatenate([1 - held[row], np.arange(80) < 40]).astype(np.float32)
+        ref, _ = jax.jit(fit)(spins[row], weights)  # K = 2 * m_fit = 40 generated spins
+        expected = selection.row_terms(ref, spins[row, :40], score)
+        np.testing.assert_allclose(terms[row, 2], expected, rtol=1e-4, atol=1e-3)

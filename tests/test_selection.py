@@ -151,13 +151,6 @@ def test_heldout_row_scores_fit_only_the_training_rows_and_the_first_k():
     np.testing.assert_allclose(np.asarray(rows[1]), expected, rtol=1e-4)
     expected = -(0.5 * np.sum((s @ w) * s, axis=1) + s @ b)
     np.testing.assert_allclose(np.asarray(energies[1]), expected, rtol=1e-4, atol=1e-4)
-    # one shared array for every K (the generated spins past K weighted 0): the same
-    shared = jax.jit(
-        lambda spins, held, generated: selection.heldout_row_scores(
-            fit, spins, held, generated, sizes, "screening", one_shape=True
-        )
-    )(spins, held, generated)
-    np.testing.assert_allclose(np.asarray(shared), np.asarray(energies), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="unknown held-out score"):
         selection.row_terms(est, spins, "likelihood")
     with pytest.raises(ValueError, match=r"sizes must lie in \[0, 120\]"):

@@ -83,7 +83,7 @@ def row_terms(params, spins, score: str = "pseudo_likelihood") -> jax.Array:
 
 
 def heldout_row_scores(
-    fit_fn, spins, heldout, generated, sizes, score="pseudo_likelihood", *, one_shape=False
+    fit_fn, spins, heldout, generated, sizes, score: str = "pseudo_likelihood"
 ) -> jax.Array:
     """The `row_terms` of every observed row under the estimator fitted on the training
     rows plus the first K generated ones, per K.
@@ -93,11 +93,9 @@ def heldout_row_scores(
       spins: observed spins [M, n].
       heldout: held-out mask [M] (1 = scored, not fitted).
       generated: generated spins [K_max, n].
-      sizes: the K to try [R] (Python ints <= K_max; 0 = no augmentation).
+      sizes: the K to try [R] (Python ints <= K_max; 0 = no augmentation). Each K is
+        fitted on observed + generated[:K] only, one shape (one compile) per K.
       score: 'pseudo_likelihood' or 'screening' (`SCORES`).
-      one_shape: fit every K on all M + K_max rows, those past K weighted 0 (one compile,
-        vmapped over K) instead of on observed + generated[:K] only (one compile per K,
-        less work: the way for large K_max).
 
     Returns:
       [R, M]. Only the held-out rows' entries are held-out terms: the others were fitted.
@@ -106,20 +104,10 @@ def heldout_row_scores(
     sizes = [int(k) for k in sizes]
     if any(not 0 <= k <= generated.shape[0] for k in sizes):
         raise ValueError(f"sizes must lie in [0, {generated.shape[0]}], got {sizes}.")
-    train = 1.0 - heldout
-    if one_shape:
-        data = jnp.concatenate([spins, generated])
-        index = jnp.arange(generated.shape[0])
-
-        def masked(k):
-            weights = jnp.concatenate([train, (index < k).astype(jnp.float32)])
-            return row_terms(fit_fn(data, weights), spins, score)
-
-        return jax.vmap(masked)(jnp.asarray(sizes))
 
     def rows(k):
         data = jnp.concatenate([spins, generated[:k]])
-        weights = jnp.concatenate([train, jnp.ones(k, jnp.float32)])
+        weights = jnp.concatenate([1.0 - heldout, jnp.ones(k, jnp.float32)])
         return row_terms(fit_fn(data, weights), spins, score)
 
     return jnp.stack([rows(k) for k in sizes])

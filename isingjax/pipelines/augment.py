@@ -43,8 +43,8 @@ For every beta and sample size M, per seed (vmapped over seeds):
       max(ratios) * M spins added to the fitting part of the split and to the refit (the
       held-out part is observed spins only): augmentation and the tuned penalty at equal
       tuning effort.
-   The fits of every K share one array (one compile) or, for large K, fit the observed +
-   their K spins only (`one_shape`). Every cell records whether its fits
+   Every K is fitted on the observed + its K spins only (one compile per K, shared by
+   every checkpoint and seed). Every cell records whether its fits
    converged (the estimator's info['converged']) and the generated cells the number of
    non-finite values the generator produced (an error unless augment.allow_nonfinite).
 
@@ -86,7 +86,6 @@ COORDS = augment_records.COORDS
 # Config fields a rerun in the same workdir may change (common.prepare_workdir).
 RESUMABLE = ("model.betas", "sweep.sample_sizes", "inference.methods", "generator.names")
 RULES = ("energy_variance", "heldout")
-ONE_SHAPE_MAX_ROWS = 8192  # see `one_shape`
 summary_table = augment_summary.summary_table
 
 
@@ -201,7 +200,7 @@ class Stages:
             self._cache[key] = build()
         return self._cache[key]
 
-    def scores(self, method, m, m_fit):
+    def scores(self, method, m_fit):
         """jit(vmap over rows): (observed [M, n], held-out mask [M], generated [K, n]) ->
         the held-out terms of every observed row [1 + R, M] under the fits at K in
         (0,) + ratios * m_fit (`selection.heldout_row_scores`, score `generate.heldout_score`)."""
@@ -210,16 +209,10 @@ class Stages:
         score = generate.heldout_score(self.config, method)
 
         def build():
-            one = partial(
-                selection.heldout_row_scores,
-                fit,
-                sizes=sizes,
-                score=score,
-                one_shape=one_shape(self.config, m, m_fit),
-            )
+            one = partial(selection.heldout_row_scores, fit, sizes=sizes, score=score)
             return jax.jit(jax.vmap(lambda x, h, g: one(x, h, g)))
 
-        return self._get(("scores", method, m, m_fit), build)
+        return self._get(("scores", method, m_fit), build)
 
     def base(self, method, m):
         return self._get(("base", method, m), lambda: make_base_fn(self.config, method, m))
@@ -286,42 +279,13 @@ def tuned_l2_weighted(config, spins, fitted, held, m: int):
     return est, best, info["converged"] & jnp.all(grid_converged)
 
 
-def one_shape(config, m: int, m_fit: int | None = None) -> bool:
-    """Whether the fits of every K share one array of observed + max(ratios) * M extra
-    spins (those past K weighted 0; one compile for every K) rather than each fitting
-    observed + its K spins only (one compile per K). Above ONE_SHAPE_MAX_ROWS rows the
-    shared array's wasted work outweighs the compiles (augment :quick, 6800 rows at most:
-    337 s with one shape, 377 s per K, measured cold on 2 cores); m_fit: the fold
-    generators' training size, for the held-out rule's fits."""
-    k_max = max(config.augment.ratios) * (m if m_fit is None else m_fit)
-    return m + k_max <= ONE_SHAPE_MAX_ROWS
-
-
 def _fit_ratios(config, fit, data, m):
     """Fits of every arm's observed + extra spins data [A, M + K_max, n] on the observed
-    and the first ratio * M extra spins, per augment.ratios (`one_shape`; arms one after
-    another with lax.map: vmapped, every L-BFGS lane would wait for the slowest fit's
-    iterations) -> leaves [A, R, ...]."""
-    if one_shape(config, m):
-        return _fit_all(fit, data, _ratio_masks(config, m))
+    and the first ratio * M extra spins only, per augment.ratios (one shape, so one
+    compile, per ratio; arms one after another with lax.map: vmapped, every L-BFGS lane
+    would wait for the slowest fit's iterations) -> leaves [A, R, ...]."""
     fits = [lax.map(lambda x, r=r: fit(x[: (1 + r) * m]), data) for r in config.augment.ratios]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves, axis=1), *fits)
-
-
-def _ratio_masks(config, m):
-    """Weights [R, M + K_max] of observed + the first ratio * M extra spins."""
-    ratios = jnp.asarray(config.augment.ratios)
-    k_max = max(config.augment.ratios) * m
-    extra = jnp.arange(k_max)[None, :] < ratios[:, None] * m
-    return jnp.concatenate([jnp.ones((len(ratios), m), bool), extra], axis=1).astype(jnp.float32)
-
-
-def _fit_all(fit, data, masks):
-    """Fits of data [A, N, n] under every mask [R, N] -> leaves [A, R, ...]."""
-    num_a, num_r = data.shape[0], masks.shape[0]
-    pairs = jnp.stack(jnp.meshgrid(jnp.arange(num_a), jnp.arange(num_r), indexing="ij"))
-    flat = lax.map(lambda ak: fit(data[ak[0]], masks[ak[1]]), pairs.reshape(2, -1).T)
-    return jax.tree.map(lambda x: x.reshape(num_a, num_r, *x.shape[1:]), flat)
 
 
 def make_base_fn(config, method: str, m: int):

@@ -218,7 +218,7 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
             )
             x = sampling.threshold(raw)
             for method in missing:
-                rows = np.asarray(stage.scores(method, m, m_fit)(data, held, x), np.float64)
+                rows = np.asarray(stage.scores(method, m_fit)(data, held, x), np.float64)
                 rows = rows.reshape(folds, num_seeds, *rows.shape[1:])  # [F, S, 1+R, M]
                 score = heldout_score(config, method)
                 mean, se = selection.pooled_scores(rows, held_by_fold, score)
