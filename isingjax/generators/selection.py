@@ -18,12 +18,13 @@ Two held-out scores (`SCORES`), both maximized in expectation by the true parame
                      objective of Vuffray et al., NeurIPS 2016): its gradient
                      <O exp(E_theta)>_P / <exp(E_theta)>_P vanishes at theta = truth,
                      where exp(E) erases the Boltzmann weight (every operator averages to
-                     0 over all states), and it is convex in theta.
+                     0 over all states), and it is concave in theta (E is linear in it).
 `own_score(method)` is each estimator's own: screening for the erasure machine, the
-pseudo-likelihood for the others (the exact likelihood of exact_ml is consistent with
-it). Scored by the pseudo-likelihood, the erasure machine's fits can gain held-out
-score while their parameter error rises (shrinking its couplings, as broad generated
-spins do, raises their pseudo-likelihood at n = 20, beta = 1; see the README).
+pseudo-likelihood for the others (for exact_ml a consistent stand-in for the likelihood,
+whose log partition function a held-out score would have to enumerate). Scored by the
+pseudo-likelihood, the erasure machine's fits can gain held-out score while their
+parameter error rises (shrinking its couplings, as broad generated spins do, raises their
+pseudo-likelihood at n = 20, beta = 1; see the README).
 
 The data-copying test (Meehan, Chaudhuri & Dasgupta, AISTATS 2020), in its global form:
 the Hamming distance of every generated sample to its nearest training sample is

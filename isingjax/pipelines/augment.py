@@ -44,9 +44,9 @@ For every beta and sample size M, per seed (vmapped over seeds):
       held-out part is observed spins only): augmentation and the tuned penalty at equal
       tuning effort.
    Every K is fitted on the observed + its K spins only (one compile per K, shared by
-   every checkpoint and seed). Every cell records whether its fits
-   converged (the estimator's info['converged']) and the generated cells the number of
-   non-finite values the generator produced (an error unless augment.allow_nonfinite).
+   every checkpoint and seed). Every cell records whether its fits converged (the
+   estimator's info['converged']) and the generated cells the number of non-finite values
+   the generator produced (an error unless augment.allow_nonfinite).
 
 Outputs: config.json, metrics.jsonl (training losses, per-checkpoint criterion and
 generator checks, held-out scores), results.jsonl (one line per (beta, M, method,
