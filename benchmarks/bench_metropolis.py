@@ -186,8 +186,7 @@ def kernel_profile(n, chains, gflops, sweeps=4, calls=3):
     def sweeps_fn(key, blocks, state):
         def body(s, i):
             t = mcmc_kernels.exponential_thresholds(jax.random.fold_in(key, i), n, chains)
-            t = jnp.pad(t, ((0, n_pad - n), (0, 0)), constant_values=-jnp.inf)
-            return mcmc_kernels.sweep(blocks, s, t)[0], None
+            return mcmc_kernels.sweep(blocks, s, mcmc_kernels.pad_thresholds(t, n_pad))[0], None
 
         return lax.scan(body, state, jnp.arange(sweeps))[0].spins
 

@@ -25,6 +25,7 @@ from isingjax.mcmc_kernels import (
     exponential_thresholds,
     init_state,
     make_blocks,
+    pad_thresholds,
     state_energy,
     state_from_sites,
     sweep,
@@ -191,8 +192,7 @@ def _sample(key, params, init_spins, *, betas, num_samples, num_chains, burn_in,
         t = exponential_thresholds(t_key, n, num_cols)
         if num_temps > 1:
             t = t / beta_arr[labels].reshape(num_cols)
-        if n_pad > n:  # the thresholds do not depend on the block size
-            t = jnp.pad(t, ((0, n_pad - n), (0, 0)), constant_values=-jnp.inf)
+        t = pad_thresholds(t, n_pad)
         at_target = (labels == num_temps - 1).reshape(num_cols)
         state, flips = sweep(blocks, state, t)
         accepted = jnp.sum(jnp.where(at_target, flips, 0))

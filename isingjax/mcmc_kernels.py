@@ -167,6 +167,15 @@ def exponential_thresholds(key: jax.Array, num_rows: int, num_cols: int) -> jax.
     return -0.5 * jnp.log(2.0 - one_to_two)  # 2 - [1, 2) = 1 - u, exact in float32
 
 
+def pad_thresholds(thresholds: jax.Array, n_pad: int) -> jax.Array:
+    """One sweep's thresholds [n, C] as `sweep` takes them, [n_pad, C]: -inf on the
+    padding sites, so they never flip (the thresholds do not depend on the block size)."""
+    n = thresholds.shape[0]
+    if n_pad == n:
+        return thresholds
+    return jnp.pad(thresholds, ((0, n_pad - n), (0, 0)), constant_values=-jnp.inf)
+
+
 def uniform_spins(key: jax.Array, num_rows: int, num_cols: int) -> jax.Array:
     """Independent uniform ±1 float32 [num_rows, num_cols]: the top bits of `random_words`."""
     bits = random_words(key, num_rows, num_cols, "uniform_spins")
