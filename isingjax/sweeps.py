@@ -9,6 +9,8 @@
   On a multi-host cluster, call jax.distributed.initialize() first (the entry point does
   when config.distributed is set): every process builds the same seed array and
   jax.devices() spans all hosts.
+* `map_solver` maps a stage over seeds (or any batch) the way its backend runs iterative
+  solvers fastest: vmap on accelerators, one after another (lax.map) on a CPU.
 * Results are appended to results.jsonl a cell at a time; `finished` tells which cells a
   rerun can skip.
 """
@@ -42,6 +44,36 @@ def prefix_weights(sample_sizes: Sequence[int], m_max: int) -> jax.Array:
             f"got {list(sample_sizes)}."
         )
     return (np.arange(m_max)[None, :] < sizes[:, None]).astype(np.float32)
+
+
+def map_solver(fn: Callable, in_axes=0) -> Callable:
+    """fn mapped over the leading axis of the arguments with in_axes 0 (the others, None,
+    are passed whole), for fn whose cost is an iterative solver's (L-BFGS, fixed-point
+    iterations in a while loop).
+
+    Vmapped, a while loop runs every lane until the slowest lane has converged, so a batch
+    of fits costs lanes x the largest iteration count; an accelerator hides that behind
+    idle lanes, a CPU pays it (plm fits of the `augment` grid at n = 20, M = 1600, 8
+    seeds: 67 s vmapped, 30 s one after another). So: jax.vmap on accelerators, lax.map
+    (each element's solver runs to its own convergence) on a CPU. Same results to float
+    rounding; in_axes is 0, None, or a tuple of them per positional argument.
+    """
+    if jax.default_backend() != "cpu":
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def mapped(*args):
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        if len(axes) != len(args) or any(a not in (0, None) for a in axes):
+            raise ValueError(f"map_solver: in_axes must be 0 or None per argument, got {in_axes}.")
+        batched = tuple(x for x, a in zip(args, axes, strict=True) if a == 0)
+
+        def one(xs):
+            it = iter(xs)
+            return fn(*(next(it) if a == 0 else x for x, a in zip(args, axes, strict=True)))
+
+        return jax.lax.map(one, batched)
+
+    return mapped
 
 
 def run_over_seeds(stage_fn: Callable, seeds, *args):

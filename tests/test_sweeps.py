@@ -9,6 +9,7 @@ from pathlib import Path
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -46,6 +47,29 @@ def test_prefix_weights_and_errors():
         sweeps.prefix_weights((0, 4), 5)
     with pytest.raises(ValueError, match=r"integers in \[1, 5\]"):
         sweeps.prefix_weights((6,), 5)
+
+
+def _newton_sqrt(a, tol):
+    """sqrt(a) by Newton's iteration in a while loop, with its iteration count."""
+
+    def step(carry):
+        x, i = carry
+        return 0.5 * (x + a / x), i + 1
+
+    return jax.lax.while_loop(lambda c: jnp.abs(c[0] ** 2 - a) > tol * a, step, (a + 1.0, 0))
+
+
+def test_map_solver_maps_like_vmap_with_each_solver_to_its_own_count():
+    a = jnp.asarray([0.5, 4.0, 1e6, 2.0], jnp.float32)
+    mapped = jax.jit(sweeps.map_solver(_newton_sqrt, in_axes=(0, None)))(a, 1e-6)
+    np.testing.assert_allclose(mapped[0], np.sqrt(np.asarray(a, np.float64)), rtol=1e-6)
+    counts = [int(_newton_sqrt(x, 1e-6)[1]) for x in a]
+    np.testing.assert_array_equal(mapped[1], counts)  # each element its own iterations
+    assert len(set(counts)) > 1
+    pytree = sweeps.map_solver(lambda d: _newton_sqrt(d["a"], 1e-6)[0])({"a": a})
+    np.testing.assert_allclose(pytree, mapped[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="in_axes must be 0 or None per argument"):
+        sweeps.map_solver(_newton_sqrt, in_axes=(1, None))(a, 1e-6)
 
 
 def test_one_compile_serves_every_sample_size():

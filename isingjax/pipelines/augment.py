@@ -191,7 +191,7 @@ class Stages:
     def __init__(self, config):
         self.config, self._cache = config, {}
         self.infer_observed = jax.jit(
-            jax.vmap(diffusion_stage.fit_fn(config, config.criterion.method))
+            sweeps.map_solver(diffusion_stage.fit_fn(config, config.criterion.method))
         )
         self.checks = generate.checkpoint_checks(config)
 
@@ -201,16 +201,17 @@ class Stages:
         return self._cache[key]
 
     def scores(self, method, m_fit):
-        """jit(vmap over rows): (observed [M, n], held-out mask [M], generated [K, n]) ->
-        the held-out terms of every observed row [1 + R, M] under the fits at K in
-        (0,) + ratios * m_fit (`selection.heldout_row_scores`, score `generate.heldout_score`)."""
+        """jit(`sweeps.map_solver` over rows): (observed [M, n], held-out mask [M],
+        generated [K, n]) -> the held-out terms of every observed row [1 + R, M] under the
+        fits at K in (0,) + ratios * m_fit (`selection.heldout_row_scores`, score
+        `generate.heldout_score`)."""
         sizes = [0] + [r * m_fit for r in self.config.augment.ratios]
         fit = diffusion_stage.fit_fn(self.config, method)
         score = generate.heldout_score(self.config, method)
 
         def build():
             one = partial(selection.heldout_row_scores, fit, sizes=sizes, score=score)
-            return jax.jit(jax.vmap(lambda x, h, g: one(x, h, g)))
+            return jax.jit(sweeps.map_solver(lambda x, h, g: one(x, h, g)))
 
         return self._get(("scores", method, m_fit), build)
 
@@ -273,7 +274,7 @@ def tuned_l2_weighted(config, spins, fitted, held, m: int):
         loss = plm.loss(est, spins, held / jnp.sum(held), l2=0.0, l2_bias=0.0)
         return loss, info["converged"]
 
-    losses, grid_converged = jax.vmap(held_out_loss)(grid)
+    losses, grid_converged = sweeps.map_solver(held_out_loss)(grid)
     best = grid[jnp.argmin(losses)]
     est, info = plm.fit(spins, fitted + held, l2=best / m, **options)
     return est, best, info["converged"] & jnp.all(grid_converged)
@@ -289,7 +290,8 @@ def _fit_ratios(config, fit, data, m):
 
 
 def make_base_fn(config, method: str, m: int):
-    """jit(vmap over seeds): fn(seed, root, beta) -> the arms without a generator."""
+    """jit(`sweeps.map_solver` over seeds): fn(seed, root, beta) -> the arms without a
+    generator."""
     k_max = max(config.augment.ratios) * m
     fit = diffusion_stage.fit_with_converged_fn(config, method)
     rows, cols = jnp.triu_indices(config.model.n, k=1)
@@ -319,13 +321,13 @@ def make_base_fn(config, method: str, m: int):
             out["w_l2"] = est.w[rows, cols]
         return out
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
+    return jax.jit(sweeps.map_solver(one_seed, in_axes=(0, None, None)))
 
 
 def make_grid_fn(config, method: str, m: int):
-    """jit(vmap over seeds): fn({'seed', 'generated' [C, K_max, n], 'ev_generated'
-    [K_max, n]}, root, beta) -> the grid's errors [C, R] (and for plm the generated_l2
-    arm on the energy-variance checkpoint's spins)."""
+    """jit(`sweeps.map_solver` over seeds): fn({'seed', 'generated' [C, K_max, n],
+    'ev_generated' [K_max, n]}, root, beta) -> the grid's errors [C, R] (and for plm the
+    generated_l2 arm on the energy-variance checkpoint's spins)."""
     fit = diffusion_stage.fit_with_converged_fn(config, method)
     rows, cols = jnp.triu_indices(config.model.n, k=1)
 
@@ -349,7 +351,7 @@ def make_grid_fn(config, method: str, m: int):
             out |= {"l2_per_sample_generated_l2": best, "w_generated_l2": est.w[rows, cols]}
         return out
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
+    return jax.jit(sweeps.map_solver(one_seed, in_axes=(0, None, None)))
 
 
 def run(config, workdir) -> list[dict]:
