@@ -264,7 +264,8 @@ def _classifier(config, diffusion):
 
 
 def make_stage_fn(config, diffusion, classifier_net, name: str):
-    """jit(vmap over seeds (vmap over gammas)) of sampler `name`: samples and measures."""
+    """jit(`sweeps.map_solver` over seeds (and over gammas)) of sampler `name`: samples
+    and measures."""
     k = config.augment.ratio * config.data.num_observed
     q = config.measure.tail_quantile
 
@@ -317,13 +318,13 @@ def make_stage_fn(config, diffusion, classifier_net, name: str):
         out |= _augmentation_metrics(config, truth, observed, test, validation, arms)
         return out, spins, weights
 
-    over_gammas = jax.vmap(one, in_axes=(None, 0, None))
-    return jax.jit(jax.vmap(over_gammas, in_axes=(0, None, None)))
+    over_gammas = sweeps.map_solver(one, in_axes=(None, 0, None))
+    return jax.jit(sweeps.map_solver(over_gammas, in_axes=(0, None, None)))
 
 
 def _observed_fn(config):
-    """jit(vmap over seeds): the observed-only estimates' errors (at l2 = c / M, which is
-    also the fixed penalty) and the observed spins' own measurements."""
+    """jit(`sweeps.map_solver` over seeds): the observed-only estimates' errors (at
+    l2 = c / M, which is also the fixed penalty) and the observed spins' own measurements."""
     fits = _fit_fns(config)
 
     def one(seed, root):
@@ -348,7 +349,7 @@ def _observed_fn(config):
         out["num_nonfinite"] = jnp.asarray(0, jnp.int32)
         return out
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return jax.jit(sweeps.map_solver(one, in_axes=(0, None)))
 
 
 def run(config, workdir) -> list[dict]:
