@@ -59,13 +59,15 @@ def map_solver(fn: Callable, in_axes=0) -> Callable:
     Same results to float rounding (which can tip a discrete choice, e.g. an estimator's
     grid point); in_axes is 0, None, or a tuple of them per positional argument.
     """
+    if any(a not in (0, None) for a in (in_axes if isinstance(in_axes, tuple) else (in_axes,))):
+        raise ValueError(f"map_solver: in_axes must be 0 or None per argument, got {in_axes}.")
     if jax.default_backend() != "cpu":
         return jax.vmap(fn, in_axes=in_axes)
 
     def mapped(*args):
         axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
-        if len(axes) != len(args) or any(a not in (0, None) for a in axes):
-            raise ValueError(f"map_solver: in_axes must be 0 or None per argument, got {in_axes}.")
+        if len(axes) != len(args):
+            raise ValueError(f"map_solver: in_axes {in_axes} for {len(args)} arguments.")
         batched = tuple(x for x, a in zip(args, axes, strict=True) if a == 0)
 
         def one(xs):

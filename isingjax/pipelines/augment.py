@@ -2,7 +2,7 @@
 of inverse Ising inference (Lim, Lee & Jo, PRE 111, 045302, 2025), with which generator,
 chosen how, and against which honest baselines?
 
-For every beta and sample size M, per seed (vmapped over seeds):
+For every beta and sample size M, per seed (seeds mapped with `sweeps.map_solver`):
 1. an SK instance (biases of std bias_std * beta / sqrt(n) by default) and M exact draws;
 2. the arms without a generator, for every estimator:
      observed   the M observed spins alone,
@@ -66,7 +66,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax import lax
 
 from isingjax import exact, inference, io, metrics, runtime, sweeps
 from isingjax.generators import selection
@@ -283,9 +282,10 @@ def tuned_l2_weighted(config, spins, fitted, held, m: int):
 def _fit_ratios(config, fit, data, m):
     """Fits of every arm's observed + extra spins data [A, M + K_max, n] on the observed
     and the first ratio * M extra spins only, per augment.ratios (one shape, so one
-    compile, per ratio; arms one after another with lax.map: vmapped, every L-BFGS lane
-    would wait for the slowest fit's iterations) -> leaves [A, R, ...]."""
-    fits = [lax.map(lambda x, r=r: fit(x[: (1 + r) * m]), data) for r in config.augment.ratios]
+    compile, per ratio; arms mapped with `sweeps.map_solver`) -> leaves [A, R, ...]."""
+    fits = [
+        sweeps.map_solver(lambda x, r=r: fit(x[: (1 + r) * m]))(data) for r in config.augment.ratios
+    ]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves, axis=1), *fits)
 
 

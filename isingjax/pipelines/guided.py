@@ -1,21 +1,21 @@
 """Pipeline `guided` (the main job): can guided diffusion reach the tails of an Ising
 model, and do tail samples make better augmentation than unguided ones?
 
-Per seed (vmapped): an SK instance with n <= 20 (every probability exact), M observed
-spins, and two further independent exact draws: test spins (score every reported NLL)
-and validation spins (choose gamma; see guided_summary). One DDPM trained on the observed
-spins (checkpoint chosen by the energy-variance criterion, shared by every sampler and
-gamma), the Ising model inferred from the observed spins, and a noise-conditional
-classifier of high- vs low-energy configurations. Then for every sampler of
-isingjax.guidance, one jitted call covers all seeds and gammas (vmapped: one compile per
-sampler): K = ratio * M samples, the number that were non-finite before thresholding
-(an error unless guidance.allow_nonfinite), their energy summary and exact tail
-statistics, cross-entropy -mean log P and KL under the true model, moment errors,
-diversity and novelty; and for every estimator, fitted on observed + samples, the MSE,
-test NLL, validation NLL and whether the fit converged. Two controls per cell: the count
-control (observed + as many randomly chosen unguided samples as the sampler used) and,
-for the penalized estimators, both arms refitted with the penalty fixed at its
-observed-only value l2 = c / M.
+Per seed (mapped with `sweeps.map_solver`): an SK instance with n <= 20 (every probability
+exact), M observed spins, and two further independent exact draws: test spins (score every
+reported NLL) and validation spins (choose gamma; see guided_summary). One DDPM trained on
+the observed spins (checkpoint chosen by the energy-variance criterion, shared by every
+sampler and gamma), the Ising model inferred from the observed spins, and a
+noise-conditional classifier of high- vs low-energy configurations. Then for every sampler
+of isingjax.guidance, one jitted call covers all seeds and gammas (one compile per
+sampler): K = ratio * M samples, the number that were non-finite before thresholding (an
+error unless guidance.allow_nonfinite), their energy summary and exact tail statistics,
+cross-entropy -mean log P and KL under the true model, moment errors, diversity and
+novelty; and for every estimator, fitted on observed + samples, the MSE, test NLL,
+validation NLL and whether the fit converged. Two controls per cell: the count control
+(observed + as many randomly chosen unguided samples as the sampler used) and, for the
+penalized estimators, both arms refitted with the penalty fixed at its observed-only value
+l2 = c / M.
 
 Outputs: config.json, metrics.jsonl (diffusion training, criterion, classifier
 accuracy), results.jsonl (one line per (sampler, gamma, seed); sampler 'observed' is
