@@ -17,7 +17,9 @@ update h += w delta). It prints:
     same direct-call rate beside a plain NumPy sampler written here (the same algorithm,
     vectorized chains, rank-1 field update after every site);
   * the headline call at block sizes 32, 64 and 128 (first call and best of three later
-    ones, against the run's best bound);
+    ones, against the run's best bound), and with each form of the field-update product
+    (float32; bfloat16x3, the exact three-part bfloat16 product) at the default block
+    size, the machine's default (`mcmc_kernels.default_field_product`) marked;
   * where a sweep's time goes (4096 chains, default block size), from the XLA CPU
     runtime's trace of the kernels it runs (`kernel_profile`): ms per sweep by kind of
     kernel (the field-update product, other whole-array updates, the in-block products,
@@ -65,10 +67,13 @@ def matmul_gflops(size=2048, repeats=5):
     return flops / t_np / 1e9, flops / t_jax / 1e9
 
 
-def direct_call(n, chains, burn_in=BURN_IN, repeats=3, paired=False, block_size=None):
+def direct_call(
+    n, chains, burn_in=BURN_IN, repeats=3, paired=False, block_size=None, field_product=None
+):
     """Times ij.metropolis called directly: first call, then `repeats` calls, same shapes.
 
-    Every call gets a new key and new params (block_size None: the default). Returns
+    Every call gets a new key and new params (block_size, field_product None: the
+    defaults). Returns
     (first-call seconds, best later seconds, best attempts/s, fractions of the bound):
     with paired=True each later call comes right after a matmul measurement, and its
     fraction uses that bound, so a change of the machine's load during the run does not
@@ -89,6 +94,7 @@ def direct_call(n, chains, burn_in=BURN_IN, repeats=3, paired=False, block_size=
             num_chains=chains,
             burn_in=burn_in,
             block_size=block_size,
+            field_product=field_product,
         )
         samples.block_until_ready()
         times.append(time.perf_counter() - start)
@@ -179,7 +185,9 @@ def kernel_profile(n, chains, gflops, sweeps=4, calls=3):
     kernels per sweep, their time by kind and the time during which some kernel ran.
     """
     params = ij.sk_model(jax.random.key(0), n, beta=1.0, bias_std=0.1)
-    blocks = mcmc_kernels.make_blocks(params, mcmc.default_block_size(n))
+    blocks = mcmc_kernels.make_blocks(
+        params, mcmc.default_block_size(n), mcmc_kernels.default_field_product()
+    )
     n_pad = blocks.b.shape[0]
     state = mcmc_kernels.init_state(blocks, jax.random.rademacher(jax.random.key(2), (chains, n)))
 
@@ -214,7 +222,8 @@ def kernel_profile(n, chains, gflops, sweeps=4, calls=3):
         end = max(end, hi)
     bound_ms = 2 * n * n * chains / (gflops * 1e6)
     print(
-        f"  n={n}, B={mcmc.default_block_size(n)}: whole sweep {wall * 1e3 / sweeps:.2f} ms "
+        f"  n={n}, B={mcmc.default_block_size(n)}, {mcmc_kernels.default_field_product()} "
+        f"product: whole sweep {wall * 1e3 / sweeps:.2f} ms "
         f"(untraced, best of {calls}), {len(kernels) / (sweeps * calls):.0f} kernels; traced: "
         + ", ".join(f"{KINDS[k]} {v:.2f}" for k, v in busy.items())
         + f"; sum {sum(busy.values()):.2f}, some kernel running {covered * per_sweep:.2f}; "
@@ -274,6 +283,16 @@ def main():
             first, later, rate, _ = direct_call(n, HEADLINE_CHAINS, block_size=block_size)
             print(
                 f"  n={n:>4}, B={block_size:>3}: first call {first:.2f} s, best later call "
+                f"{later:.3f} s = {rate / (gf * 1e9 / (2 * n)):.1%} of the bound",
+                flush=True,
+            )
+    default_product = mcmc_kernels.default_field_product()
+    print(f"\nfield-update product, the headline call (this machine's default: {default_product})")
+    for n in headline_sizes:
+        for product in mcmc_kernels.FIELD_PRODUCTS:
+            first, later, rate, _ = direct_call(n, HEADLINE_CHAINS, field_product=product)
+            print(
+                f"  n={n:>4}, {product:>10}: first call {first:.2f} s, best later call "
                 f"{later:.3f} s = {rate / (gf * 1e9 / (2 * n)):.1%} of the bound",
                 flush=True,
             )

@@ -22,6 +22,8 @@ import numpy as np
 from jax import lax
 
 from isingjax.mcmc_kernels import (
+    FIELD_PRODUCTS,
+    default_field_product,
     exponential_thresholds,
     init_state,
     make_blocks,
@@ -156,26 +158,59 @@ def geometric_betas(num_temps: int, beta_min: float = 0.2) -> tuple[float, ...]:
     return tuple(float(b) for b in ladder[:-1]) + (1.0,)
 
 
-def _run(fn, key, params, betas, init_spins, *, block_size, **sizes):
+def _run(fn, key, params, betas, init_spins, *, block_size, field_product, **sizes):
     """Validates the arguments in Python (naming `fn` in errors), then runs the compiled core."""
     n = check_params(params)
     _check_run_args(fn, block_size=block_size, **sizes)
+    if field_product is not None and field_product not in FIELD_PRODUCTS:
+        raise ValueError(
+            f"{fn}: field_product must be None or one of {FIELD_PRODUCTS}, got {field_product!r}."
+        )
     _check_init(fn, init_spins, sizes["num_chains"], n)
     block_size = min(int(block_size or default_block_size(n)), n)
     if init_spins is not None:
         init_spins = jnp.asarray(init_spins, jnp.float32)
     sizes = {k: int(v) for k, v in sizes.items()}
-    return _sample(key, params, init_spins, betas=betas, block_size=block_size, **sizes)
+    field_product = field_product or default_field_product()
+    return _sample(
+        key,
+        params,
+        init_spins,
+        betas=betas,
+        block_size=block_size,
+        field_product=field_product,
+        **sizes,
+    )
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("betas", "num_samples", "num_chains", "burn_in", "thin", "block_size"),
+    static_argnames=(
+        "betas",
+        "num_samples",
+        "num_chains",
+        "burn_in",
+        "thin",
+        "block_size",
+        "field_product",
+    ),
 )
-def _sample(key, params, init_spins, *, betas, num_samples, num_chains, burn_in, thin, block_size):
+def _sample(
+    key,
+    params,
+    init_spins,
+    *,
+    betas,
+    num_samples,
+    num_chains,
+    burn_in,
+    thin,
+    block_size,
+    field_product,
+):
     """The sampler, compiled once per shape of (params, init_spins) and static option."""
     n = params.b.shape[0]
-    blocks = make_blocks(params, block_size)
+    blocks = make_blocks(params, block_size, field_product)
     num_temps, per_chain = len(betas), num_samples // num_chains
     num_cols, n_pad = num_temps * num_chains, blocks.b.shape[0]
     beta_arr = jnp.asarray(betas, jnp.float32)
@@ -247,6 +282,7 @@ def metropolis(
     thin: int = 1,
     block_size: int | None = None,
     init_spins: jax.Array | None = None,
+    field_product: str | None = None,
 ) -> tuple[jax.Array, SamplerInfo]:
     """Samples P(s) ∝ exp(-E(s)) with single-spin-flip Metropolis.
 
@@ -261,6 +297,9 @@ def metropolis(
       block_size: sites per block of the field update (the chain does not depend on it);
         None: `default_block_size(n)`.
       init_spins: optional [num_chains, n] starting configurations (default: uniform).
+      field_product: form of the blocks' field-update product, 'float32' or 'bfloat16x3'
+        (exact bfloat16 parts; fast with bfloat16 matrix units); the chain does not depend
+        on it beyond float32 summation order. None: `mcmc_kernels.default_field_product()`.
 
     Returns:
       samples [num_samples, n] float32 ±1, ordered step-major (samples t*num_chains .. are
@@ -277,6 +316,7 @@ def metropolis(
         burn_in=burn_in,
         thin=thin,
         block_size=block_size,
+        field_product=field_product,
     )
 
 
@@ -291,6 +331,7 @@ def parallel_tempering(
     thin: int = 1,
     block_size: int | None = None,
     init_spins: jax.Array | None = None,
+    field_product: str | None = None,
 ) -> tuple[jax.Array, SamplerInfo]:
     """Parallel tempering: R = len(betas) Metropolis replicas per chain at P^beta, with swaps.
 
@@ -310,4 +351,5 @@ def parallel_tempering(
         burn_in=burn_in,
         thin=thin,
         block_size=block_size,
+        field_product=field_product,
     )

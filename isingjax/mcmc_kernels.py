@@ -29,6 +29,8 @@ Chains are the batch axis. Internally states are stored site-major
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -38,6 +40,26 @@ from jax import lax
 from isingjax.models import IsingParams
 
 SUB_BLOCK_SIZE = 4  # sites visited one by one (4 was faster than 2 and 8 on CPU at n = 256)
+FIELD_PRODUCTS = ("float32", "bfloat16x3")  # forms of the field-update product
+
+
+@functools.cache
+def default_field_product() -> str:
+    """The form of the field-update product h += w[:, block] @ delta for this machine.
+
+    'bfloat16x3' (three exact bfloat16 parts of w, float32 accumulation: 3x the flops of
+    'float32') on GPUs and TPUs and on CPUs with bfloat16 matrix units (AMX, Linux flag
+    amx_bf16), where it ran several times faster than a float32 product; 'float32'
+    elsewhere: on a 2-core AVX2 CPU without them the bfloat16 product of n = 256, B = 64,
+    4096 chains took 6.9 ms against 1.6 ms in float32 (README, Benchmarks).
+    """
+    if jax.default_backend() != "cpu":
+        return "bfloat16x3"
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return "float32"
+    return "bfloat16x3" if "amx_bf16" in flags else "float32"
 
 
 class ChainState(NamedTuple):
@@ -48,7 +70,9 @@ class ChainState(NamedTuple):
 
 
 class Blocks(NamedTuple):
-    cols: jax.Array  # [num_blocks, n_pad, 3 B] bfloat16: w[:, block] as hi | mid | lo parts
+    # w[:, block]: [num_blocks, n_pad, B] float32, or [num_blocks, n_pad, 3 B] bfloat16
+    # (its hi | mid | lo parts) for the 'bfloat16x3' product
+    cols: jax.Array
     inner: jax.Array  # [num_blocks, B, B]: w[block, block]
     b: jax.Array  # [n_pad]
 
@@ -68,17 +92,20 @@ def split_bfloat16(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 def column_product(cols: jax.Array, delta: jax.Array) -> jax.Array:
     """w[:, block] @ delta [n_pad, C] for flips delta in {-2, 0, 2} [B, C].
 
-    One bfloat16 product [n_pad, 3B] @ [3B, C] of the parts of w against delta repeated
-    three times, accumulated in float32: every term w_part * delta is exact, so this is
-    the float32 sum of the terms w_iq delta_q (in another order than a float32 product),
-    and on CPUs with bfloat16 matrix units (AMX) it runs several times faster.
+    float32 cols: one float32 product (full precision on every backend). bfloat16 cols
+    (the 'bfloat16x3' form): one bfloat16 product [n_pad, 3B] @ [3B, C] of the parts of w
+    against delta repeated three times, accumulated in float32: every term w_part * delta
+    is exact, so this too is the float32 sum of the terms w_iq delta_q (in another order).
     """
+    if cols.dtype == jnp.float32:
+        return jnp.dot(cols, delta, precision=lax.Precision.HIGHEST)
     d = delta.astype(jnp.bfloat16)  # exact: delta is 0 or +-2
     return jnp.dot(cols, jnp.concatenate([d, d, d]), preferred_element_type=jnp.float32)
 
 
-def make_blocks(params: IsingParams, block_size: int) -> Blocks:
-    """Splits w into column blocks (as bfloat16 parts) and their diagonal blocks."""
+def make_blocks(params: IsingParams, block_size: int, field_product: str = "float32") -> Blocks:
+    """Splits w into column blocks (float32, or bfloat16 parts for field_product
+    'bfloat16x3') and their diagonal blocks."""
     n = params.b.shape[0]
     num_blocks = -(-n // block_size)
     n_pad = num_blocks * block_size
@@ -86,15 +113,20 @@ def make_blocks(params: IsingParams, block_size: int) -> Blocks:
     cols = w.reshape(n_pad, num_blocks, block_size).transpose(1, 0, 2)
     idx = jnp.arange(num_blocks)[:, None] * block_size + jnp.arange(block_size)
     inner = jax.vmap(lambda c, i: c[i])(cols, idx)
-    parts = jnp.concatenate(split_bfloat16(cols), axis=2)
-    return Blocks(parts, inner, jnp.pad(params.b.astype(jnp.float32), (0, n_pad - n)))
+    if field_product == "bfloat16x3":
+        cols = jnp.concatenate(split_bfloat16(cols), axis=2)
+    elif field_product != "float32":
+        raise ValueError(f"field_product must be one of {FIELD_PRODUCTS}, got {field_product!r}.")
+    return Blocks(cols, inner, jnp.pad(params.b.astype(jnp.float32), (0, n_pad - n)))
 
 
 def block_weights(blocks: Blocks) -> jax.Array:
-    """w [n_pad, n_pad] float32 from the blocks (the parts' sum is exact)."""
-    num_blocks, n_pad, three_b = blocks.cols.shape
-    parts = blocks.cols.reshape(num_blocks, n_pad, 3, three_b // 3).astype(jnp.float32)
-    cols = parts[:, :, 0] + parts[:, :, 1] + parts[:, :, 2]
+    """w [n_pad, n_pad] float32 from the blocks (the bfloat16 parts' sum is exact)."""
+    num_blocks, n_pad = blocks.cols.shape[:2]
+    cols = blocks.cols
+    if cols.dtype != jnp.float32:
+        parts = cols.reshape(num_blocks, n_pad, 3, n_pad // num_blocks).astype(jnp.float32)
+        cols = parts[:, :, 0] + parts[:, :, 1] + parts[:, :, 2]
     return cols.transpose(1, 0, 2).reshape(n_pad, n_pad)
 
 
@@ -107,7 +139,8 @@ def state_from_sites(blocks: Blocks, spins: jax.Array) -> ChainState:
     """Chain state from site-major spins [n, num_columns]."""
     n_pad = blocks.b.shape[0]
     s = jnp.pad(spins.astype(jnp.float32), ((0, n_pad - spins.shape[0]), (0, 0)), constant_values=1)
-    return ChainState(s, block_weights(blocks) @ s + blocks.b[:, None])
+    fields = jnp.dot(block_weights(blocks), s, precision=lax.Precision.HIGHEST)
+    return ChainState(s, fields + blocks.b[:, None])
 
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))

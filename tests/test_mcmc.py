@@ -62,7 +62,8 @@ def test_means_and_correlations_n10_within_5_standard_errors(beta):
 
 def test_blocked_and_unblocked_updates_give_the_same_chain():
     # Couplings on a 1/64 grid keep every field sum exact in float32, so the blocked
-    # and unblocked updates must agree bit for bit; n = 13 also exercises padding.
+    # and unblocked updates, with either form of the field-update product, must agree bit
+    # for bit; n = 13 also exercises padding.
     n = 13
     params = ij.sk_model(jax.random.key(4), n, beta=1.0, bias_std=0.3)
     params = jax.tree.map(lambda x: jnp.round(x * 64) / 64, params)
@@ -75,8 +76,10 @@ def test_blocked_and_unblocked_updates_give_the_same_chain():
             burn_in=5,
             thin=3,
             block_size=b,
+            field_product=product,
         )
         for b in (1, 4, 13, 16)
+        for product in mcmc_kernels.FIELD_PRODUCTS
     ]
     for samples, info in results[1:]:
         np.testing.assert_array_equal(samples, results[0][0])
@@ -95,8 +98,9 @@ def numpy_sweep(w, b, spins, thresholds):
     return spins
 
 
+@pytest.mark.parametrize("field_product", mcmc_kernels.FIELD_PRODUCTS)
 @pytest.mark.parametrize("block_size, sub_block_size", [(1, 1), (5, 2), (16, 8), (16, 3), (40, 8)])
-def test_sweep_matches_numpy_rank1_reference(block_size, sub_block_size):
+def test_sweep_matches_numpy_rank1_reference(block_size, sub_block_size, field_product):
     # Couplings on a 1/64 grid keep every field sum exact, so any regrouping of the sums
     # (blocks, sub-blocks, products) must give the reference's flips bit for bit.
     n, chains = 37, 24
@@ -104,7 +108,7 @@ def test_sweep_matches_numpy_rank1_reference(block_size, sub_block_size):
     params = jax.tree.map(lambda x: jnp.round(x * 64) / 64, params)
     spins = np.asarray(jax.random.rademacher(jax.random.key(21), (chains, n), jnp.float32))
     thresholds = np.asarray(mcmc_kernels.exponential_thresholds(jax.random.key(22), n, chains))
-    blocks = mcmc_kernels.make_blocks(params, block_size)
+    blocks = mcmc_kernels.make_blocks(params, block_size, field_product)
     n_pad = blocks.b.shape[0]
     t_pad = np.pad(thresholds, ((0, n_pad - n), (0, 0)), constant_values=-np.inf)
     state, flips = jax.jit(mcmc_kernels.sweep, static_argnames="sub_block_size")(
@@ -119,7 +123,8 @@ def test_sweep_matches_numpy_rank1_reference(block_size, sub_block_size):
     np.testing.assert_allclose(state.fields[:n], w @ expected + b[:, None])
 
 
-def test_bfloat16_split_is_exact_and_column_product_matches_float64():
+@pytest.mark.parametrize("field_product", mcmc_kernels.FIELD_PRODUCTS)
+def test_bfloat16_split_is_exact_and_column_product_matches_float64(field_product):
     rng = np.random.default_rng(0)
     magnitudes = 10.0 ** rng.uniform(-30, 30, 4000)
     x = jnp.asarray((magnitudes * rng.choice([-1, 1], 4000)).astype(np.float32))
@@ -130,7 +135,7 @@ def test_bfloat16_split_is_exact_and_column_product_matches_float64():
     # The product of the parts against flips in {-2, 0, 2}, against float64 w @ delta.
     n, block, chains = 24, 8, 16
     params = ij.sk_model(jax.random.key(40), n, beta=1.0)
-    blocks = mcmc_kernels.make_blocks(params, block)
+    blocks = mcmc_kernels.make_blocks(params, block, field_product)
     delta = 2.0 * jax.random.randint(jax.random.key(41), (block, chains), -1, 2).astype(jnp.float32)
     w = np.asarray(params.w, np.float64)
     for k in range(n // block):
@@ -279,6 +284,7 @@ def test_integrated_autocorr_time_of_ar1_matches_closed_form():
         (dict(thin=1.5), "thin must be an integer >= 1"),
         (dict(block_size=257), "block_size must be <= 256"),
         (dict(block_size=0), "block_size must be an integer >= 1"),
+        (dict(field_product="float16"), "field_product must be None or one of"),
         (
             dict(init_spins=jnp.ones((3, 5))),
             r"init_spins must have shape \[num_chains, n\] = \[4, 5\]",
