@@ -50,8 +50,8 @@ def default_field_product() -> str:
     'bfloat16x3' (three exact bfloat16 parts of w, float32 accumulation: 3x the flops of
     'float32') on GPUs and TPUs and on CPUs with bfloat16 matrix units (AMX, Linux flag
     amx_bf16), where it ran several times faster than a float32 product; 'float32'
-    elsewhere: on a 2-core AVX2 CPU without them the bfloat16 product of n = 256, B = 64,
-    4096 chains took 6.9 ms against 1.6 ms in float32 (README, Benchmarks).
+    elsewhere: on a 2-core AVX2 CPU without them, ij.metropolis at n = 256 with 4096
+    chains ran 2.4x faster with 'float32' (benchmarks/bench_metropolis.py, README).
     """
     if jax.default_backend() != "cpu":
         return "bfloat16x3"
