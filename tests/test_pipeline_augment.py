@@ -297,6 +297,8 @@ def _arrays():
         "gen_mse_all": gen,
         "gen_converged": np.where(np.isnan(gen), np.nan, 1.0),
         "gen_num_nonfinite": gen_nonfinite,
+        # the held-out rule's K per seed: observed only at seed 0, K = 1 M at seed 1
+        "gen_chosen_ratio": np.where(np.isnan(gen), np.nan, np.asarray([0.0, 1.0])),
         "betas": np.asarray([0.5]),
         "sample_sizes": np.asarray([100]),
         "methods": np.asarray(["plm", "erasure"]),
@@ -363,13 +365,14 @@ def test_paired_delta_and_tables_match_hand_computed_differences():
     )
     assert len(versus) == 3
     # per M, over the 2 cases (plm, erasure): regrets held-out 0.5 and 0.5 (mean 0.5),
-    # energy variance 0 and 2 (mean 1); held-out below every EV K for erasure only; no ▲
+    # energy variance 0 and 2 (mean 1); held-out below every EV K for erasure only; K > 0
+    # at seed 1 in both cases; no ▲
     by_m = augment_summary.regret_by_m_table(_arrays()).splitlines()
     assert by_m[0] == (
         "| M | cases | held-out rule | energy variance K=1M | held-out below every EV K "
-        "| held-out ▲ |"
+        "| held-out K > 0 at some seed | held-out ▲ | held-out worse by > 2 s.e. |"
     )
-    assert by_m[2:] == ["| 100 | 2 | 5.00e-01 | 1.00e+00 | 1 | 0 |"]
+    assert by_m[2:] == ["| 100 | 2 | 5.00e-01 | 1.00e+00 | 1 | 2 | 0 | 0 |"]
     # the held-out rule's K per seed (plm: 0 and 4 M; erasure: 1 M twice)
     arrays_k = _arrays()
     arrays_k["gen_chosen_ratio"] = np.full(arrays_k["gen_mse_all"].shape, np.nan)
@@ -378,10 +381,14 @@ def test_paired_delta_and_tables_match_hand_computed_differences():
         "| 0.5 | 100 | plm | 0:1 4M:1 |",
         "| 0.5 | 100 | erasure | 1M:2 |",
     ]
-    # erasure's held-out regret 1, 2 (1.5 < 2) and its ▲ from above
+    # erasure's held-out regret 1, 2 (1.5 < 2) and its ▲ from above: held-out - observed
+    # = 1, 2, mean 1.5 and s.e. 0.5, so worse by more than two s.e. as well
     assert augment_summary.regret_by_m_table(arrays).splitlines()[2:] == [
-        "| 100 | 2 | 1.00e+00 | 1.00e+00 | 1 | 1 |"
+        "| 100 | 2 | 1.00e+00 | 1.00e+00 | 1 | 2 | 1 | 1 |"
     ]
+    # 2 seeds: Student's t with 1 degree of freedom is Cauchy, P(T > x) = 1/2 - atan(x)/pi
+    assert augment_summary.chance_of_worse(2, 1.0) == pytest.approx(0.25)
+    assert augment_summary.chance_of_worse(2, 2.0) == pytest.approx(0.5 - np.arctan(2) / np.pi)
 
 
 def test_augment_rejects_a_negative_penalty_and_non_finite_generated_values(tmp_path):

@@ -4,6 +4,7 @@ isingjax/pipelines/augment_records.py."""
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from isingjax.pipelines import common
 
@@ -107,10 +108,18 @@ def paired_delta(a, b) -> tuple[np.ndarray, np.ndarray]:
     return common.mean_se(np.asarray(a, np.float64) - np.asarray(b, np.float64))
 
 
-def _worse(a, b) -> bool:
-    """a is worse (larger) than b by more than one s.e. of the paired difference (▲)."""
+def _worse(a, b, num_se: float = 1.0) -> bool:
+    """a is worse (larger) than b by more than num_se s.e. of the paired difference (▲ for
+    one s.e.)."""
     mu, e = paired_delta(a, b)
-    return bool(mu > e)
+    return bool(mu > num_se * e)
+
+
+def chance_of_worse(num_seeds: int, num_se: float) -> float:
+    """P(mean > num_se s.e.) of num_seeds normal paired differences of mean 0: how often a
+    case where the rule changes nothing on average is marked worse by chance (Student's t
+    with num_seeds - 1 degrees of freedom)."""
+    return float(stats.t.sf(num_se, num_seeds - 1))
 
 
 def _delta(a, b, worse_mark=False) -> str:
@@ -149,19 +158,22 @@ def paired_table(arrays) -> str:
 def regret_by_m_table(arrays) -> str:
     """Markdown: per M, over the (beta, method, generator) cases with every rule computed,
     every rule's regret (mean over seeds, then over the cases), the cases where the
-    held-out rule's regret is below that of the energy-variance rule at every K, and the
-    cases where it is worse than observed only by more than one s.e. (the ▲ of
-    `paired_table`)."""
+    held-out rule's regret is below that of the energy-variance rule at every K, those
+    where it took K > 0 at some seed, and those where it is worse than observed only by
+    more than one s.e. (the ▲ of `paired_table`) and by more than two."""
     gens = arrays["generators"].tolist()
     cols = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
     rules = [("heldout", 0)] + [(a, r) for a, r in cols if a == "energy_variance"]
     heads = [label(a, r) for a, r in rules]
     lines = [
-        "| M | cases | " + " | ".join(heads) + " | held-out below every EV K | held-out ▲ |",
-        "|---|---|" + "---|" * (len(heads) + 2),
+        "| M | cases | "
+        + " | ".join(heads)
+        + " | held-out below every EV K | held-out K > 0 at some seed | held-out ▲ "
+        "| held-out worse by > 2 s.e. |",
+        "|---|---|" + "---|" * (len(heads) + 4),
     ]
     for j, m in enumerate(arrays["sample_sizes"]):
-        regrets, below, worse = [], 0, 0
+        regrets, below, augments, worse, worse2 = [], 0, 0, 0, 0
         for i in range(len(arrays["betas"])):
             for k in range(len(arrays["methods"])):
                 at = (i, j, k)
@@ -173,10 +185,15 @@ def regret_by_m_table(arrays) -> str:
                     regrets.append(r)
                     below += bool(r[0] < min(r[1:]))
                     held = _rule(arrays, at, g, "heldout", 0)
-                    worse += _worse(held, _base(arrays, at, "observed", 0))
+                    observed = _base(arrays, at, "observed", 0)
+                    chosen = _rule(arrays, at, g, "heldout", 0, field="chosen_ratio")
+                    augments += bool(np.nan_to_num(np.asarray(chosen, np.float64)).max() > 0)
+                    worse += _worse(held, observed)
+                    worse2 += _worse(held, observed, 2.0)
         if regrets:
             means = np.mean(regrets, axis=0)
-            cells = [f"{len(regrets)}"] + [f"{v:.2e}" for v in means] + [f"{below}", f"{worse}"]
+            counts = (below, augments, worse, worse2)
+            cells = [f"{len(regrets)}"] + [f"{v:.2e}" for v in means] + [f"{c}" for c in counts]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -275,6 +292,7 @@ def generator_table(checks, config) -> str:
 
 
 def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
+    seeds = arrays["mse_all"].shape[-1]
     sections = [
         (
             "Parameter MSE (all w and b) of the arms without a generator, mean ± s.e. over "
@@ -311,7 +329,12 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
                 "The rules per M: regret against the hindsight-best (checkpoint, K), mean "
                 "over seeds and then over the β × method × generator cases; the cases where "
                 "the held-out rule's regret is below the energy-variance rule's at every K, "
-                "and where it is worse than observed only by more than one s.e.",
+                "where it took K > 0, and where it is worse than observed only by more than "
+                "one s.e. (▲) and two. A case where the rule takes K > 0 at some seed "
+                "but leaves the MSE unchanged on average is marked by chance with "
+                f"probability {chance_of_worse(seeds, 1):.1%} (▲) and "
+                f"{chance_of_worse(seeds, 2):.1%} (two s.e.) with {seeds} seeds (Student's "
+                "t, normal per-seed differences)",
                 regret_by_m_table(arrays),
             ),
             (
