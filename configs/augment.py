@@ -54,7 +54,7 @@ def get_config(arg: str | None = None):
         # half the default minibatch: the DDPM's training is most of the run's compute
         # (measured cold on 2 cores: 331 s instead of 399 s; its KL a little higher). Half
         # the widths as well, (32, 64, 128), made a 2-core AVX2 CPU's run 539 -> 455 s but
-        # raised the DDPM's KL to the truth by 40-75 % (README), so the widths stay.
+        # raised the DDPM's KL to the truth by 38-77 % (README), so the widths stay.
         config.diffusion.batch_size = 128
         for name in ("masked", "autoregressive"):
             config[name].train_steps = 1000
