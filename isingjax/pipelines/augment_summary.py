@@ -330,11 +330,16 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
                 "over seeds and then over the β × method × generator cases; the cases where "
                 "the held-out rule's regret is below the energy-variance rule's at every K, "
                 "where it took K > 0, and where it is worse than observed only by more than "
-                "one s.e. (▲) and two. A case where the rule takes K > 0 at some seed "
-                "but leaves the MSE unchanged on average is marked by chance with "
-                f"probability {chance_of_worse(seeds, 1):.1%} (▲) and "
-                f"{chance_of_worse(seeds, 2):.1%} (two s.e.) with {seeds} seeds (Student's "
-                "t, normal per-seed differences)",
+                "one s.e. (▲) and two"
+                + (
+                    ". A case where the rule takes K > 0 at some seed but leaves the MSE "
+                    "unchanged on average is marked by chance with probability "
+                    f"{chance_of_worse(seeds, 1):.1%} (▲) and {chance_of_worse(seeds, 2):.1%} "
+                    f"(two s.e.) with {seeds} seeds (Student's t, normal per-seed "
+                    "differences)"
+                    if seeds > 1
+                    else ""
+                ),
                 regret_by_m_table(arrays),
             ),
             (
