@@ -108,11 +108,10 @@ def paired_delta(a, b) -> tuple[np.ndarray, np.ndarray]:
     return common.mean_se(np.asarray(a, np.float64) - np.asarray(b, np.float64))
 
 
-def _worse(a, b, num_se: float = 1.0) -> bool:
-    """a is worse (larger) than b by more than num_se s.e. of the paired difference (▲ for
-    one s.e.)."""
+def _worse(a, b) -> bool:
+    """a is worse (larger) than b by more than one s.e. of the paired difference (▲)."""
     mu, e = paired_delta(a, b)
-    return bool(mu > num_se * e)
+    return bool(mu > e)
 
 
 def chance_of_worse(num_seeds: int, num_se: float) -> float:
@@ -184,12 +183,12 @@ def regret_by_m_table(arrays) -> str:
                         continue
                     regrets.append(r)
                     below += bool(r[0] < min(r[1:]))
-                    held = _rule(arrays, at, g, "heldout", 0)
-                    observed = _base(arrays, at, "observed", 0)
                     chosen = _rule(arrays, at, g, "heldout", 0, field="chosen_ratio")
                     augments += bool(np.nan_to_num(np.asarray(chosen, np.float64)).max() > 0)
-                    worse += _worse(held, observed)
-                    worse2 += _worse(held, observed, 2.0)
+                    held = _rule(arrays, at, g, "heldout", 0)
+                    mu, e = paired_delta(held, _base(arrays, at, "observed", 0))
+                    worse += bool(mu > e)  # the ▲ of `_worse`
+                    worse2 += bool(mu > 2 * e)
         if regrets:
             means = np.mean(regrets, axis=0)
             counts = (below, augments, worse, worse2)
