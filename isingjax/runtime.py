@@ -37,10 +37,12 @@ def parse_flags(argv):
         overrides = [a for a in argv[1:] if a.startswith("--config.")]
         culprit = [a for a in overrides if f".{text}=" in a or f".{text}." in a]
         what = f"unknown config field {text!r} in {culprit[0]}" if culprit else text
-        sys.exit(
-            f"error: {what}\nEvery --config.<field>=value must name a field the config "
-            "file defines, with a value of its type (see config.json of any run)."
+        other_flag = text.startswith("flag --") and not text.startswith("flag --config.")
+        hint = (
+            "\nEvery --config.<field>=value must name a field the config file defines, "
+            "with a value of its type (see config.json of any run)."
         )
+        sys.exit(f"error: {what}{hint if overrides and not other_flag else ''}")
 
 
 def start_benchmark(doc: str, quick_help: str, *, cache: bool = True):

@@ -134,3 +134,18 @@ def test_minibatch_rows_are_drawn_in_proportion_to_their_weights():
     # the largest uniform lands on the last row of positive weight, not past it
     top = train.draw_rows(jax.random.key(1), jnp.cumsum(weights), 1)
     assert int(top[0]) in (1, 2, 4)
+
+
+def test_zero_weight_rows_appended_leave_training_unchanged():
+    # the augment pipeline pads every M to one row count (one compile for all M); rows of
+    # weight 0 after the data must change no minibatch and so no parameter
+    net, (init_fn, chunk_fn) = small_setup(3)
+    data = jnp.asarray(np.where(np.arange(60).reshape(20, 3) % 4, 1.0, -1.0))
+    weights = jnp.linspace(0.0, 1.0, 20)
+    init = init_fn(jax.random.key(5), 3)
+    plain = train.train(init, chunk_fn, data, weights, num_steps=20, chunk_steps=20)
+    padded_data = jnp.concatenate([data, jnp.full((13, 3), 7.0)])  # never drawn
+    padded_weights = jnp.concatenate([weights, jnp.zeros(13)])
+    padded = train.train(init, chunk_fn, padded_data, padded_weights, num_steps=20, chunk_steps=20)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(padded), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -57,6 +57,14 @@ def num_generated(config, m):
     return max(max(config.augment.ratios) * m, config.generator.check_samples)
 
 
+def training_rows(config, data, weights):
+    """data [S, M, n] and weights [S, M] padded to max(sweep.sample_sizes) rows of weight 0:
+    a generator's minibatches never draw such rows (`diffusion.train.draw_rows`), so it
+    trains exactly as on the M rows, with one compile of its training for every M."""
+    pad = max(config.sweep.sample_sizes) - data.shape[1]
+    return jnp.pad(data, ((0, 0), (0, pad), (0, 0))), jnp.pad(weights, ((0, 0), (0, pad)))
+
+
 def check_nonfinite(config, nonfinite, what):
     if np.any(np.asarray(nonfinite) > 0) and not config.augment.allow_nonfinite:
         raise RuntimeError(
@@ -121,8 +129,7 @@ def full_generator(config, gen, stage, workdir, root, beta, m, truth, observed):
             path.stem,
             {"beta": beta, "num_samples": m},
             seed_keys(root, num_seeds, "diffusion", m, 0),
-            observed,
-            jnp.ones(observed.shape[:2]),
+            *training_rows(config, observed, jnp.ones(observed.shape[:2])),
         )
         have = {(r["step"], r["seed"]) for r in records_of(workdir, "checkpoint", meta)}
         inferred = stage.infer_observed(observed)
@@ -195,8 +202,7 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
             f"{generated_path(workdir, beta, m, gen.name).stem}_folds",
             {"beta": beta, "num_samples": m, "folds": folds},
             keys,
-            data,
-            1.0 - held,
+            *training_rows(config, data, 1.0 - held),
         )
         m_fit = m - m // folds  # the smallest training part (folds differ by at most one)
         k_fold = max(config.augment.ratios) * m_fit

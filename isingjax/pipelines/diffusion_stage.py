@@ -109,7 +109,9 @@ class Diffusion:
             batch_size=d.batch_size,
             ema_decay=d.ema_decay,
         )
-        # Jitted once per run, so blocks of equal shapes share their compiles.
+        # Jitted once per run, so blocks of equal shapes share their compiles (the
+        # initialization too: run eagerly, every parameter's initializer compiled apart).
+        self.init_seeds = jax.jit(jax.vmap(lambda key: self.init_fn(key, config.model.n)))
         self.train_chunk = jax.jit(self.vmapped_chunk, static_argnums=3)
         self.generate_seeds = jax.jit(
             jax.vmap(self.generate, in_axes=(0, 0, None)), static_argnums=2
@@ -197,14 +199,26 @@ def _criterion_fn(config, diffusion):
 
 
 def train_checkpoints(
-    workdir, tag: str, meta: dict, keys, data, weights, *, init_fn, train_chunk, train_steps, every
+    workdir,
+    tag: str,
+    meta: dict,
+    keys,
+    data,
+    weights,
+    *,
+    init_seeds,
+    train_chunk,
+    train_steps,
+    every,
 ):
-    """Trains one network per row of data [S, M, n] with weights [S, M] (init_fn(key) ->
-    TrainState, train_chunk vmapped over rows), resuming from checkpoints/<tag> and saving
+    """Trains one network per row of data [S, M, n] with weights [S, M] (init_seeds(keys [S])
+    -> TrainState stacked over rows, train_chunk vmapped over rows; both jitted once by the
+    caller, so blocks of equal shapes share their compiles), resuming from checkpoints/<tag>
+    and saving
     one every `every` steps; appends a {"kind": "train"} | meta record per chunk to
     metrics.jsonl (step, mean loss per row, wall seconds of the chunk). Returns
     (restore(step) -> the TrainState at that checkpoint, the checkpoint steps)."""
-    state = jax.vmap(init_fn)(keys)
+    state = init_seeds(keys)
     manager = train.checkpoint_manager(workdir / "checkpoints" / tag)
     progress = runtime.Progress(f"{tag}: training chunks", train_steps // every)
     clock = [time.time()]
@@ -247,7 +261,7 @@ def train_and_select(
         train_keys,
         observed,
         jnp.ones(observed.shape[:2]),
-        init_fn=lambda key: diffusion.init_fn(key, config.model.n),
+        init_seeds=diffusion.init_seeds,
         train_chunk=diffusion.train_chunk,
         train_steps=d.train_steps,
         every=d.checkpoint_every,

@@ -141,7 +141,7 @@ class Generator:
                 jax.vmap(lambda s, x, w, k: chunk_fn(s, x, w, k), in_axes=(0, 0, 0, None)),
                 static_argnums=3,
             )
-        self.init_fn = lambda key: init_fn(key, n)
+        self.init_seeds = jax.jit(jax.vmap(lambda key: init_fn(key, n)))
         self.generate_raw_seeds = jax.jit(jax.vmap(raw, in_axes=(0, 0, None)), static_argnums=2)
         self.log_likelihood_seeds = jax.jit(jax.vmap(loglik)) if loglik else None
 
@@ -159,7 +159,7 @@ class Generator:
             keys,
             data,
             weights,
-            init_fn=self.init_fn,
+            init_seeds=self.init_seeds,
             train_chunk=self.train_chunk,
             train_steps=self.train_steps,
             every=self.checkpoint_every,
