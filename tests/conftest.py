@@ -6,9 +6,8 @@ programs run and their float rounding, not what they compute: the tests' tiny `g
 and `augment` pipelines draw the same samples and make the same choices with and without
 these flags and their measurements agree to a relative 5e-5; the compile-bound tests take
 a quarter to a third less time (the full suite: 840 s against 1118 s on the 2-core
-development machine). The benchmarks and the users' programs keep XLA's defaults; the
-main job on a CPU uses level 1 (`experiments/main.py --cpu_opt_level`). Flags a user sets
-in XLA_FLAGS come last and win.
+development machine). The pipelines, the benchmarks and the users' programs keep XLA's
+defaults. Flags a user sets in XLA_FLAGS come last and win.
 """
 
 import os

@@ -1,9 +1,6 @@
 """Entry-point set-up: the compilation cache, the console filter, progress lines."""
 
-import functools
-import importlib.util
 import logging as std_logging
-import os
 from pathlib import Path
 
 import jax
@@ -69,44 +66,3 @@ def test_progress_of_a_resumed_loop_counts_from_where_it_resumed(monkeypatch):
     progress.step(at=6)  # resumed after 5 chunks: one chunk in 30 s, 2 left
     progress.step(at=7)
     assert lines == ["chunks 6/8 (30s elapsed, ~1m00s left)", "chunks 7/8 (50s elapsed, ~25s left)"]
-
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@functools.cache  # once per process: importing it defines its absl flags
-def _main_module():
-    spec = importlib.util.spec_from_file_location("ij_main", ROOT / "experiments" / "main.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # not __main__: XLA_FLAGS is left alone on import
-    return module
-
-
-@pytest.mark.parametrize(
-    "platforms, xla_flags, argv, expected",
-    [
-        ("cpu", None, [], "--xla_backend_optimization_level=1"),
-        (
-            "cpu",
-            "--xla_cpu_foo=1",
-            ["--cpu_opt_level", "2"],
-            "--xla_cpu_foo=1 --xla_backend_optimization_level=2",
-        ),
-        ("cpu", None, ["--cpu_opt_level=3"], None),  # XLA's default: nothing to set
-        ("cpu", "--xla_backend_optimization_level=3", [], "--xla_backend_optimization_level=3"),
-        ("cuda", None, [], None),  # accelerators keep XLA's default
-        ("cpu,cuda", None, [], None),
-    ],
-)
-def test_main_sets_the_cpu_opt_level_only_for_cpu_runs(
-    monkeypatch, platforms, xla_flags, argv, expected
-):
-    main = _main_module()
-    monkeypatch.setenv("JAX_PLATFORMS", platforms)
-    if xla_flags is None:
-        monkeypatch.delenv("XLA_FLAGS", raising=False)
-    else:
-        monkeypatch.setenv("XLA_FLAGS", xla_flags)
-    applied = main.set_cpu_opt_level(["main.py", *argv])
-    assert os.environ.get("XLA_FLAGS") == expected
-    assert applied == (expected is not None and expected != xla_flags)

@@ -214,9 +214,8 @@ def train_checkpoints(
     """Trains one network per row of data [S, M, n] with weights [S, M] (init_seeds(keys [S])
     -> TrainState stacked over rows, train_chunk vmapped over rows; both jitted once by the
     caller, so blocks of equal shapes share their compiles), resuming from checkpoints/<tag>
-    and saving
-    one every `every` steps; appends a {"kind": "train"} | meta record per chunk to
-    metrics.jsonl (step, mean loss per row, wall seconds of the chunk). Returns
+    and saving one every `every` steps; appends a {"kind": "train"} | meta record per chunk
+    to metrics.jsonl (step, mean loss per row, wall seconds of the chunk). Returns
     (restore(step) -> the TrainState at that checkpoint, the checkpoint steps)."""
     state = init_seeds(keys)
     manager = train.checkpoint_manager(workdir / "checkpoints" / tag)
