@@ -102,7 +102,7 @@ class Generator:
         loglik = None
         if name == "ddpm":
             diffusion = diffusion_stage.Diffusion(config)
-            init_fn, self.train_chunk = diffusion.init_fn, diffusion.train_chunk
+            self.init_seeds, self.train_chunk = diffusion.init_seeds, diffusion.train_chunk
             self.use_ema = config.diffusion.use_ema
             raw = diffusion.generate_raw
         elif name == "masked":
@@ -136,12 +136,12 @@ class Generator:
 
         else:
             raise ValueError(f"unknown generator {name!r}; known: {NAMES}.")
-        if name != "ddpm":
+        if name != "ddpm":  # jitted once, as the DDPM's are (diffusion_stage.Diffusion)
+            self.init_seeds = jax.jit(jax.vmap(lambda key: init_fn(key, n)))
             self.train_chunk = jax.jit(
                 jax.vmap(lambda s, x, w, k: chunk_fn(s, x, w, k), in_axes=(0, 0, 0, None)),
                 static_argnums=3,
             )
-        self.init_seeds = jax.jit(jax.vmap(lambda key: init_fn(key, n)))
         self.generate_raw_seeds = jax.jit(jax.vmap(raw, in_axes=(0, 0, None)), static_argnums=2)
         self.log_likelihood_seeds = jax.jit(jax.vmap(loglik)) if loglik else None
 
