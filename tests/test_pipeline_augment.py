@@ -200,6 +200,13 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
     summary = (tmp_path / "summary.md").read_text()
     assert "| 1 | 40 | plm |" in summary and "Wall time:" in summary
+    # The held-out rule re-applied to the recorded scores at the run's margin picks what the
+    # run picked: the margin table's row repeats the per-M table's held-out columns.
+    by_m = augment_summary.regret_by_m_table(dict(data)).splitlines()[2].split(" | ")
+    margins = augment_summary.margin_table(dict(data), progress, config.selection.margin_se)
+    (row,) = [r.split(" | ") for r in margins.splitlines() if "(this run)" in r]
+    assert row[2:] == [by_m[1], by_m[2], *by_m[-3:]]
+    assert "| 40 | 1 (this run) |" in summary
     assert '"tol_se": 2.0' in summary  # the config that made it
 
     # A rerun in the same workdir recomputes nothing.
@@ -389,6 +396,54 @@ def test_paired_delta_and_tables_match_hand_computed_differences():
     # 2 seeds: Student's t with 1 degree of freedom is Cauchy, P(T > x) = 1/2 - atan(x)/pi
     assert augment_summary.chance_of_worse(2, 1.0) == pytest.approx(0.25)
     assert augment_summary.chance_of_worse(2, 2.0) == pytest.approx(0.5 - np.arctan(2) / np.pi)
+
+
+def test_margin_table_reapplies_the_rule_to_recorded_scores():
+    # One case (plm, one generator), 2 seeds, checkpoints 50 and 100, K in {0, 1 M}.
+    # Seed 0's best cell (step 50, K = M) gains 3 s.e. over K = 0, seed 1's (step 100,
+    # K = M) 1.5 s.e.
+    grid = np.asarray([[[0.5, 2.0]], [[0.8, 0.6]]])  # [checkpoint, ratio, seed]
+    arrays = {
+        "mse_all": np.asarray([0.4, 0.5]).reshape(1, 1, 1, 1, 2),  # observed only
+        "arms": np.asarray(["observed"]),
+        "ratios": np.asarray([0]),
+        # the hindsight arm: the grid's or observed's minimum per seed
+        "gen_mse_all": np.asarray([[0.5, 0.6], [0.4, 0.5]]).reshape(1, 1, 1, 1, 2, 2),
+        "rule_arms": np.asarray(["heldout", "hindsight"]),
+        "rule_ratios": np.asarray([0, 0]),
+        "grid_mse_all": grid.reshape(1, 1, 1, 1, 2, 1, 2),
+        "grid_steps": np.asarray([[50, 100]]),
+        "grid_ratios": np.asarray([1]),
+        "betas": np.asarray([1.0]),
+        "sample_sizes": np.asarray([100]),
+        "methods": np.asarray(["plm"]),
+        "generators": np.asarray(["ddpm"]),
+        "seeds": np.arange(2),
+    }
+    scores = {
+        (0, 50): [0.0, 0.3],
+        (0, 100): [0.0, 0.1],
+        (1, 50): [0.0, 0.05],
+        (1, 100): [0.0, 0.15],
+    }
+    checks = [
+        {"kind": "heldout", "beta": 1.0, "num_samples": 100, "method": "plm",
+         "generator": "ddpm", "seed": seed, "step": step, "scores": v, "se": [0.0, 0.1]}
+        for (seed, step), v in scores.items()
+    ]  # fmt: skip
+    table = augment_summary.margin_table(arrays, checks, 1.0, margins=(0.0, 2.0, 3.0))
+    # margins 0 and 1: K = M at both seeds, MSE 0.5 and 0.6 (observed 0.4, 0.5: worse by
+    # 0.1 at both, s.e. 0: ▲ and > 2 s.e.; regret 0.1); margin 2: seed 1 keeps K = 0 (0.5):
+    # differences 0.1, 0 (mean 0.05 = s.e.: no ▲), regret 0.05; margin 3: a gain of 3 s.e.
+    # is not more than 3, so observed only at both seeds.
+    assert table.splitlines()[2:] == [
+        "| 100 | 0 | 1 | 1.00e-01 | 1 | 1 | 1 |",
+        "| 100 | 1 (this run) | 1 | 1.00e-01 | 1 | 1 | 1 |",
+        "| 100 | 2 | 1 | 5.00e-02 | 1 | 0 | 0 |",
+        "| 100 | 3 | 1 | 0.00e+00 | 0 | 0 | 0 |",
+    ]
+    # a case whose scores are incomplete (a checkpoint missing at a seed) is left out
+    assert augment_summary.margin_table(arrays, checks[:-1], 1.0).splitlines()[2:] == []
 
 
 def test_augment_rejects_a_negative_penalty_and_non_finite_generated_values(tmp_path):

@@ -6,7 +6,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from isingjax.generators import selection
 from isingjax.pipelines import common
+
+# selection.margin_se values at which `margin_table` re-applies the held-out rule
+MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
 
 LABELS = {
     "l2": "tuned L2 (plm)",
@@ -184,16 +188,91 @@ def regret_by_m_table(arrays) -> str:
                     regrets.append(r)
                     below += bool(r[0] < min(r[1:]))
                     chosen = _rule(arrays, at, g, "heldout", 0, field="chosen_ratio")
-                    augments += bool(np.nan_to_num(np.asarray(chosen, np.float64)).max() > 0)
                     held = _rule(arrays, at, g, "heldout", 0)
-                    mu, e = paired_delta(held, _base(arrays, at, "observed", 0))
-                    worse += bool(mu > e)  # the ▲ of `_worse`
-                    worse2 += bool(mu > 2 * e)
+                    _, a, w1, w2 = _heldout_stats(
+                        held, _base(arrays, at, "observed", 0), best, chosen
+                    )
+                    augments, worse, worse2 = augments + a, worse + w1, worse2 + w2
         if regrets:
             means = np.mean(regrets, axis=0)
             counts = (below, augments, worse, worse2)
             cells = [f"{len(regrets)}"] + [f"{v:.2e}" for v in means] + [f"{c}" for c in counts]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _heldout_stats(held, observed, best, chosen) -> tuple[float, bool, bool, bool]:
+    """Of a held-out rule's MSE per seed: its regret (mean over seeds of held - best), whether
+    it took K > 0 (chosen, per seed) at some seed, and whether it is worse than observed
+    only by more than one s.e. of the paired difference (the ▲ of `_worse`) and by more
+    than two."""
+    mu, e = paired_delta(held, observed)
+    augments = bool(np.nan_to_num(np.asarray(chosen, np.float64)).max() > 0)
+    return float(paired_delta(held, best)[0]), augments, bool(mu > e), bool(mu > 2 * e)
+
+
+def margin_table(arrays, checks, margin_se: float, margins=MARGINS) -> str:
+    """Markdown: the held-out rule re-applied with every selection.margin_se of `margins`
+    (and the run's, `margin_se`, marked) to the pooled scores and standard errors the run
+    recorded (metrics.jsonl, kind 'heldout'), its picks read off the grid and observed
+    only (no refits): per M and margin, over the (beta, method, generator) cases whose
+    scores are complete, the regret (mean over seeds, then over the cases; the hindsight
+    arm as in `regret_by_m_table`) and the cases where it took K > 0 at some seed and
+    where it is worse than observed only by more than one s.e. (▲) and two. At the run's
+    margin the picks are the run's, so its rows repeat `regret_by_m_table`'s held-out
+    columns. The table shows what a margin costs and buys on these seeds; a margin picked
+    from it would be tuned on the data the run's numbers are scored on."""
+    scores = {}
+    for r in checks:
+        if r.get("kind") == "heldout":
+            key = (r["beta"], r["num_samples"], r["method"], r["generator"], r["seed"], r["step"])
+            scores[key] = np.asarray(r["scores"], np.float64), np.asarray(r["se"], np.float64)
+    ratios = [int(x) for x in arrays["grid_ratios"]]
+    sizes, gens = [0, *ratios], arrays["generators"].tolist()
+    margins = sorted(set(margins) | {float(margin_se)})
+    lines = [
+        "| M | margin (s.e.) | cases | held-out rule's regret | K > 0 at some seed "
+        "| held-out ▲ | worse by > 2 s.e. |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for j, m in enumerate(arrays["sample_sizes"]):
+        stats_of = {x: [] for x in margins}
+        for i, beta in enumerate(arrays["betas"]):
+            for k, method in enumerate(arrays["methods"]):
+                at = (i, j, k)
+                observed = _base(arrays, at, "observed", 0)
+                for h, g in enumerate(gens):
+                    best = _rule(arrays, at, g, "hindsight", 0)
+                    steps = [int(x) for x in arrays["grid_steps"][h] if x]
+                    keys = [
+                        [(float(beta), int(m), str(method), g, s, t) for t in steps]
+                        for s in arrays["seeds"].tolist()
+                    ]
+                    if np.isnan(best).any() or not all(x in scores for x in sum(keys, [])):
+                        continue
+                    grid = arrays["grid_mse_all"][(*at, h)]  # [checkpoint, ratio, seed]
+                    for x in margins:
+                        held, chosen = [], []
+                        for s, seed_keys in enumerate(keys):
+                            c, ratio = selection.choose(
+                                [scores[y][0] for y in seed_keys],
+                                sizes,
+                                [scores[y][1] for y in seed_keys],
+                                x,
+                            )
+                            held.append(grid[c, ratios.index(ratio), s] if ratio else observed[s])
+                            chosen.append(ratio)
+                        stats_of[x].append(_heldout_stats(held, observed, best, chosen))
+        for x in margins:
+            if stats_of[x]:
+                regret = np.mean([v[0] for v in stats_of[x]])
+                counts = np.sum([v[1:] for v in stats_of[x]], axis=0)
+                mark = " (this run)" if x == margin_se else ""
+                lines.append(
+                    f"| {m} | {x:g}{mark} | {len(stats_of[x])} | {regret:.2e} | "
+                    + " | ".join(str(int(c)) for c in counts)
+                    + " |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -344,6 +423,15 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
             (
                 "The held-out rule's choice of K: seeds per K (0: observed only)",
                 choices_table(arrays),
+            ),
+            (
+                "The held-out rule at other margins (selection.margin_se, in standard errors "
+                "of the per-spin gain over K = 0), re-applied to the run's recorded held-out "
+                "scores and read off the grid, without refits: regret, cases where it took "
+                "K > 0 at some seed, and where it is worse than observed only by more than "
+                "one s.e. (▲) and two. It shows what the margin trades; a margin chosen from "
+                "this table would be tuned on the seeds the run's numbers are scored on",
+                margin_table(arrays, checks, config.selection.margin_se),
             ),
         ]
     return sections
