@@ -207,6 +207,7 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     (row,) = [r.split(" | ") for r in margins.splitlines() if "(this run)" in r]
     assert row[2:] == [by_m[1], by_m[2], *by_m[-3:]]
     assert "| 40 | 1 (this run) |" in summary
+    assert "At M = 40, does an augmented plm arm beat tuned-L2 plm" in summary
     assert '"tol_se": 2.0' in summary  # the config that made it
 
     # A rerun in the same workdir recomputes nothing.
@@ -371,6 +372,18 @@ def test_paired_delta_and_tables_match_hand_computed_differences():
         "| 0.5 | 100 | plm | +6.25e-01 ± 4e-01 | +1.12e+00 ± 4e-01 | +1.25e-01 ± 4e-01 |"
     )
     assert len(versus) == 3
+    # the answer at the smallest M: no arm is below tuned L2 by more than one s.e.; the
+    # closest is + tuned L2 (differences -0.25, 0.5). With the held-out arm at 0, 0.25
+    # (differences -0.25, -0.25: s.e. 0) it wins, and only it is named.
+    answers = augment_summary.versus_l2_answers(_arrays()).splitlines()
+    assert answers[2:] == [
+        "* ddpm: no; the closest: + tuned L2 (plm) at β = 0.5 (+1.25e-01 ± 4e-01)"
+    ]
+    arrays_win = _arrays()
+    arrays_win["gen_mse_all"][0, 0, 0, 0, 1] = [0.0, 0.25]
+    answers = augment_summary.versus_l2_answers(arrays_win).splitlines()
+    assert answers[0].startswith("At M = 100, does an augmented plm arm beat tuned-L2 plm")
+    assert answers[2:] == ["* ddpm: yes: held-out rule at β = 0.5 (-2.50e-01 ± 0e+00)"]
     # per M, over the 2 cases (plm, erasure): regrets held-out 0.5 and 0.5 (mean 0.5),
     # energy variance 0 and 2 (mean 1); held-out below every EV K for erasure only; K > 0
     # at seed 1 in both cases; no ▲

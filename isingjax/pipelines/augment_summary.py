@@ -317,6 +317,42 @@ def versus_l2_table(arrays) -> str:
     return _table(heads, arrays, row)
 
 
+def versus_l2_answers(arrays) -> str:
+    """Markdown list: per generator, at the smallest M, whether any of its plm arms (every
+    rule but hindsight, and + tuned L2) beats tuned-L2 plm at some beta by more than one
+    s.e. of the paired difference (the mirror of ▲), naming those that do, or else the
+    closest one."""
+    if "plm" not in arrays["methods"].tolist() or "l2" not in arrays["arms"].tolist():
+        return ""
+    j, k = 0, arrays["methods"].tolist().index("plm")
+    m = arrays["sample_sizes"][j]
+    rules = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
+    rules = [(a, r) for a, r in rules if a != "hindsight"]
+    lines = []
+    for g in arrays["generators"].tolist():
+        cases = []  # (mean, s.e., arm label, beta)
+        for i, beta in enumerate(arrays["betas"]):
+            l2 = _base(arrays, (i, j, k), "l2", 0)
+            for a, r in rules:
+                mu, e = paired_delta(_rule(arrays, (i, j, k), g, a, r), l2)
+                if not np.isnan(mu):
+                    cases.append((float(mu), float(e), label(a, r), beta))
+        if not cases:
+            continue
+        wins = [c for c in cases if c[0] < -c[1]]
+        shown = wins if wins else [min(cases)]
+        cells = ", ".join(f"{lab} at β = {b:g} ({mu:+.2e} ± {e:.0e})" for mu, e, lab, b in shown)
+        answer = f"yes: {cells}" if wins else f"no; the closest: {cells}"
+        lines.append(f"* {g}: {answer}")
+    if not lines:
+        return ""
+    head = (
+        f"At M = {m}, does an augmented plm arm beat tuned-L2 plm by more than one s.e. "
+        "(paired per seed)?"
+    )
+    return head + "\n\n" + "\n".join(lines) + "\n"
+
+
 def generator_table(checks, config) -> str:
     """Markdown: per (beta, M, generator), the generator checks at its last checkpoint
     (mean over seeds): exact KL of its first check_samples spins to the truth, their
@@ -397,7 +433,7 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
         (
             "Does augmentation beat the tuned penalty? plm's augmented arms minus tuned-L2 "
             "plm, paired per seed (negative: augmentation is better)",
-            versus_l2_table(arrays),
+            versus_l2_table(arrays) + "\n" + versus_l2_answers(arrays),
         ),
         ("Generator checks at the last checkpoint", generator_table(checks, config)),
     ]
