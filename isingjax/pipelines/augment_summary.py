@@ -300,12 +300,17 @@ def choices_table(arrays) -> str:
     return _table(gens, arrays, row)
 
 
+def _augmented_arms(arrays) -> list[tuple[str, int]]:
+    """The rule columns a user could run without the truth: every rule but hindsight."""
+    rules = zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True)
+    return [(a, r) for a, r in rules if a != "hindsight"]
+
+
 def versus_l2_table(arrays) -> str:
     """Markdown: at every (beta, M), plm's augmented arms minus the tuned-L2 plm
     (negative: augmentation beats the tuned penalty)."""
     gens = arrays["generators"].tolist()
-    rules = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
-    rules = [(a, r) for a, r in rules if a != "hindsight"]
+    rules = _augmented_arms(arrays)
     heads = [f"{g}: {label(a, r)}" for g in gens for a, r in rules]
 
     def row(at):
@@ -325,9 +330,7 @@ def versus_l2_answers(arrays) -> str:
     if "plm" not in arrays["methods"].tolist() or "l2" not in arrays["arms"].tolist():
         return ""
     j, k = 0, arrays["methods"].tolist().index("plm")
-    m = arrays["sample_sizes"][j]
-    rules = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
-    rules = [(a, r) for a, r in rules if a != "hindsight"]
+    m, rules = arrays["sample_sizes"][j], _augmented_arms(arrays)
     lines = []
     for g in arrays["generators"].tolist():
         cases = []  # (mean, s.e., arm label, beta)
