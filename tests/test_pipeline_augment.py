@@ -409,6 +409,22 @@ def test_paired_delta_and_tables_match_hand_computed_differences():
     # 2 seeds: Student's t with 1 degree of freedom is Cauchy, P(T > x) = 1/2 - atan(x)/pi
     assert augment_summary.chance_of_worse(2, 1.0) == pytest.approx(0.25)
     assert augment_summary.chance_of_worse(2, 2.0) == pytest.approx(0.5 - np.arctan(2) / np.pi)
+    # Over both cases (K > 0 at some seed in each), one ▲ that is also > 2 s.e.: by chance
+    # at most 2 p of each, none with probability (1 - p)^2, one or more with 1 - (1 - p)^2
+    p1, p2 = 0.25, 0.5 - np.arctan(2) / np.pi
+    note = augment_summary.chance_note(arrays)
+    assert note.startswith("Over every M the held-out rule took K > 0 at some seed in 2 of 2")
+    assert f"at most {2 * p1:.1f} ▲ and {2 * p2:.1f} worse by > 2 s.e." in note
+    assert "(observed: 1 and 1)" in note
+    for head, p in (("no ▲ at all", p1), ("> 2 s.e.: none", p2)):
+        assert (
+            f"{head} with probability {(1 - p) ** 2:.1%}, "
+            f"1 or more with probability at most {1 - (1 - p) ** 2:.2f}"
+        ) in note
+    # nothing marked: no tail probability is quoted
+    assert "or more" not in augment_summary.chance_note(_arrays())
+    single = {k: v[..., :1] if k in ("mse_all", "gen_mse_all") else v for k, v in arrays.items()}
+    assert augment_summary.chance_note(single) == ""
 
 
 def test_margin_table_reapplies_the_rule_to_recorded_scores():

@@ -158,16 +158,43 @@ def paired_table(arrays) -> str:
     return _table(heads, arrays, row)
 
 
+def _regret_rules(arrays) -> list[tuple[str, int]]:
+    """The rules whose regret `regret_by_m_table` reports: held-out, then each EV K."""
+    cols = zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True)
+    return [("heldout", 0)] + [(a, r) for a, r in cols if a == "energy_variance"]
+
+
+def _heldout_cases(arrays, j: int) -> list[tuple[list[float], bool, bool, bool]]:
+    """The (beta, method, generator) cases of M index j with every rule computed, each as
+    (regret of every `_regret_rules` rule, whether the held-out rule took K > 0 at some
+    seed, whether it is worse than observed only by more than one s.e. (▲), and by more
+    than two)."""
+    cases = []
+    for i in range(len(arrays["betas"])):
+        for k in range(len(arrays["methods"])):
+            at = (i, j, k)
+            for g in arrays["generators"].tolist():
+                best = _rule(arrays, at, g, "hindsight", 0)
+                r = [
+                    paired_delta(_rule(arrays, at, g, a, q), best)[0]
+                    for a, q in _regret_rules(arrays)
+                ]
+                if np.isnan(r).any():
+                    continue
+                chosen = _rule(arrays, at, g, "heldout", 0, field="chosen_ratio")
+                held = _rule(arrays, at, g, "heldout", 0)
+                _, a, w1, w2 = _heldout_stats(held, _base(arrays, at, "observed", 0), best, chosen)
+                cases.append((r, a, w1, w2))
+    return cases
+
+
 def regret_by_m_table(arrays) -> str:
     """Markdown: per M, over the (beta, method, generator) cases with every rule computed,
     every rule's regret (mean over seeds, then over the cases), the cases where the
     held-out rule's regret is below that of the energy-variance rule at every K, those
     where it took K > 0 at some seed, and those where it is worse than observed only by
     more than one s.e. (the ▲ of `paired_table`) and by more than two."""
-    gens = arrays["generators"].tolist()
-    cols = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
-    rules = [("heldout", 0)] + [(a, r) for a, r in cols if a == "energy_variance"]
-    heads = [label(a, r) for a, r in rules]
+    heads = [label(a, r) for a, r in _regret_rules(arrays)]
     lines = [
         "| M | cases | "
         + " | ".join(heads)
@@ -176,29 +203,44 @@ def regret_by_m_table(arrays) -> str:
         "|---|---|" + "---|" * (len(heads) + 4),
     ]
     for j, m in enumerate(arrays["sample_sizes"]):
-        regrets, below, augments, worse, worse2 = [], 0, 0, 0, 0
-        for i in range(len(arrays["betas"])):
-            for k in range(len(arrays["methods"])):
-                at = (i, j, k)
-                for g in gens:
-                    best = _rule(arrays, at, g, "hindsight", 0)
-                    r = [paired_delta(_rule(arrays, at, g, a, q), best)[0] for a, q in rules]
-                    if np.isnan(r).any():
-                        continue
-                    regrets.append(r)
-                    below += bool(r[0] < min(r[1:]))
-                    chosen = _rule(arrays, at, g, "heldout", 0, field="chosen_ratio")
-                    held = _rule(arrays, at, g, "heldout", 0)
-                    _, a, w1, w2 = _heldout_stats(
-                        held, _base(arrays, at, "observed", 0), best, chosen
-                    )
-                    augments, worse, worse2 = augments + a, worse + w1, worse2 + w2
-        if regrets:
-            means = np.mean(regrets, axis=0)
-            counts = (below, augments, worse, worse2)
-            cells = [f"{len(regrets)}"] + [f"{v:.2e}" for v in means] + [f"{c}" for c in counts]
+        cases = _heldout_cases(arrays, j)
+        if cases:
+            regrets = np.asarray([c[0] for c in cases])
+            below = int(np.sum(regrets[:, 0] < regrets[:, 1:].min(axis=1)))
+            counts = [below] + [sum(c[i] for c in cases) for i in (1, 2, 3)]
+            means = regrets.mean(axis=0)
+            cells = [f"{len(cases)}"] + [f"{v:.2e}" for v in means] + [f"{c}" for c in counts]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def chance_note(arrays) -> str:
+    """One paragraph: over every M, how many ▲ (and > 2 s.e.) the held-out rule's cases
+    with K > 0 at some seed would show by chance if no case's MSE were raised on average.
+    Each such case is marked with probability at most `chance_of_worse` (less where the
+    MSE falls), so the count is at most Binomial(cases, p) for independent cases; its mean
+    bounds the expected count whatever the dependence. "" with fewer than two seeds."""
+    seeds = arrays["mse_all"].shape[-1]
+    cases = [c for j in range(len(arrays["sample_sizes"])) for c in _heldout_cases(arrays, j)]
+    if seeds < 2 or not cases:
+        return ""
+    n = sum(c[1] for c in cases)
+    (p1, x1), (p2, x2) = ((chance_of_worse(seeds, t), sum(c[t + 1] for c in cases)) for t in (1, 2))
+
+    def tail(x, p):  # P(Binomial(n, p) >= x), for x > 0
+        at_least = stats.binom.sf(x - 1, n, p)
+        return f", {x} or more with probability at most {at_least:.2f}" if x else ""
+
+    return (
+        f"Over every M the held-out rule took K > 0 at some seed in {n} of {len(cases)} "
+        "cases. Had it raised no case's MSE on average, each of them would be marked ▲ with "
+        f"probability at most {p1:.1%} and worse by > 2 s.e. with at most {p2:.1%}: at most "
+        f"{n * p1:.1f} ▲ and {n * p2:.1f} worse by > 2 s.e. expected by chance (observed: "
+        f"{x1} and {x2}). With independent cases such a rule would show no ▲ at all with "
+        f"probability {(1 - p1) ** n:.1%}{tail(x1, p1)} (> 2 s.e.: none with probability "
+        f"{(1 - p2) ** n:.1%}{tail(x2, p2)}); the cases share seeds and truths, so these "
+        "probabilities are a guide, while the expected counts hold whatever the dependence.\n"
+    )
 
 
 def _heldout_stats(held, observed, best, chosen) -> tuple[float, bool, bool, bool]:
@@ -457,7 +499,7 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
                     if seeds > 1
                     else ""
                 ),
-                regret_by_m_table(arrays),
+                regret_by_m_table(arrays) + "\n" + chance_note(arrays),
             ),
             (
                 "The held-out rule's choice of K: seeds per K (0: observed only)",
