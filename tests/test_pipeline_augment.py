@@ -205,7 +205,8 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     by_m = augment_summary.regret_by_m_table(dict(data)).splitlines()[2].split(" | ")
     margins = augment_summary.margin_table(dict(data), progress, config.selection.margin_se)
     (row,) = [r.split(" | ") for r in margins.splitlines() if "(this run)" in r]
-    assert row[2:] == [by_m[1], by_m[2], *by_m[-3:]]
+    below = float(by_m[2]) < min(float(x) for x in by_m[3:-4])  # the mean regrets
+    assert row[2:] == [by_m[1], by_m[2], "yes" if below else "no", *by_m[-3:]]
     assert "| 40 | 1 (this run) |" in summary
     assert "At M = 40, does an augmented plm arm beat tuned-L2 plm" in summary
     assert '"tol_se": 2.0' in summary  # the config that made it
@@ -436,10 +437,11 @@ def test_margin_table_reapplies_the_rule_to_recorded_scores():
         "mse_all": np.asarray([0.4, 0.5]).reshape(1, 1, 1, 1, 2),  # observed only
         "arms": np.asarray(["observed"]),
         "ratios": np.asarray([0]),
-        # the hindsight arm: the grid's or observed's minimum per seed
-        "gen_mse_all": np.asarray([[0.5, 0.6], [0.4, 0.5]]).reshape(1, 1, 1, 1, 2, 2),
-        "rule_arms": np.asarray(["heldout", "hindsight"]),
-        "rule_ratios": np.asarray([0, 0]),
+        # the hindsight arm: the grid's or observed's minimum per seed; energy variance
+        # K = M at regret 0.06, 0.06
+        "gen_mse_all": np.asarray([[0.5, 0.6], [0.4, 0.5], [0.46, 0.56]]).reshape(1, 1, 1, 1, 3, 2),
+        "rule_arms": np.asarray(["heldout", "hindsight", "energy_variance"]),
+        "rule_ratios": np.asarray([0, 0, 1]),
         "grid_mse_all": grid.reshape(1, 1, 1, 1, 2, 1, 2),
         "grid_steps": np.asarray([[50, 100]]),
         "grid_ratios": np.asarray([1]),
@@ -464,13 +466,18 @@ def test_margin_table_reapplies_the_rule_to_recorded_scores():
     # margins 0 and 1: K = M at both seeds, MSE 0.5 and 0.6 (observed 0.4, 0.5: worse by
     # 0.1 at both, s.e. 0: ▲ and > 2 s.e.; regret 0.1); margin 2: seed 1 keeps K = 0 (0.5):
     # differences 0.1, 0 (mean 0.05 = s.e.: no ▲), regret 0.05; margin 3: a gain of 3 s.e.
-    # is not more than 3, so observed only at both seeds.
+    # is not more than 3, so observed only at both seeds. Below the energy-variance rule's
+    # regret (0.06) at margins 2 and 3.
     assert table.splitlines()[2:] == [
-        "| 100 | 0 | 1 | 1.00e-01 | 1 | 1 | 1 |",
-        "| 100 | 1 (this run) | 1 | 1.00e-01 | 1 | 1 | 1 |",
-        "| 100 | 2 | 1 | 5.00e-02 | 1 | 0 | 0 |",
-        "| 100 | 3 | 1 | 0.00e+00 | 0 | 0 | 0 |",
+        "| 100 | 0 | 1 | 1.00e-01 | no | 1 | 1 | 1 |",
+        "| 100 | 1 (this run) | 1 | 1.00e-01 | no | 1 | 1 | 1 |",
+        "| 100 | 2 | 1 | 5.00e-02 | yes | 1 | 0 | 0 |",
+        "| 100 | 3 | 1 | 0.00e+00 | yes | 0 | 0 | 0 |",
     ]
+    arrays["rule_arms"][2] = "generated_l2"  # no energy-variance arm: nothing to compare
+    assert "| 100 | 3 | 1 | 0.00e+00 | – | 0 | 0 | 0 |" in augment_summary.margin_table(
+        arrays, checks, 1.0, margins=(3.0,)
+    )
     # a case whose scores are incomplete (a checkpoint missing at a seed) is left out
     assert augment_summary.margin_table(arrays, checks[:-1], 1.0).splitlines()[2:] == []
 

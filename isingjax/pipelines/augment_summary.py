@@ -10,7 +10,7 @@ from isingjax.generators import selection
 from isingjax.pipelines import common
 
 # selection.margin_se values at which `margin_table` re-applies the held-out rule
-MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
+MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 10.0)
 
 LABELS = {
     "l2": "tuned L2 (plm)",
@@ -259,8 +259,9 @@ def margin_table(arrays, checks, margin_se: float, margins=MARGINS) -> str:
     recorded (metrics.jsonl, kind 'heldout'), its picks read off the grid and observed
     only (no refits): per M and margin, over the (beta, method, generator) cases whose
     scores are complete, the regret (mean over seeds, then over the cases; the hindsight
-    arm as in `regret_by_m_table`) and the cases where it took K > 0 at some seed and
-    where it is worse than observed only by more than one s.e. (▲) and two. At the run's
+    arm as in `regret_by_m_table`), whether it is below the energy-variance rule's mean
+    regret over the same cases at every K, and the cases where it took K > 0 at some
+    seed and where it is worse than observed only by more than one s.e. (▲) and two. At the run's
     margin the picks are the run's, so its rows repeat `regret_by_m_table`'s held-out
     columns. The table shows what a margin costs and buys on these seeds; a margin picked
     from it would be tuned on the data the run's numbers are scored on."""
@@ -272,13 +273,14 @@ def margin_table(arrays, checks, margin_se: float, margins=MARGINS) -> str:
     ratios = [int(x) for x in arrays["grid_ratios"]]
     sizes, gens = [0, *ratios], arrays["generators"].tolist()
     margins = sorted(set(margins) | {float(margin_se)})
+    ev_rules = _regret_rules(arrays)[1:]
     lines = [
-        "| M | margin (s.e.) | cases | held-out rule's regret | K > 0 at some seed "
-        "| held-out ▲ | worse by > 2 s.e. |",
-        "|---|---|---|---|---|---|---|",
+        "| M | margin (s.e.) | cases | held-out rule's regret | below every EV K "
+        "| K > 0 at some seed | held-out ▲ | worse by > 2 s.e. |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for j, m in enumerate(arrays["sample_sizes"]):
-        stats_of = {x: [] for x in margins}
+        stats_of, ev_regrets = {x: [] for x in margins}, []
         for i, beta in enumerate(arrays["betas"]):
             for k, method in enumerate(arrays["methods"]):
                 at = (i, j, k)
@@ -293,6 +295,9 @@ def margin_table(arrays, checks, margin_se: float, margins=MARGINS) -> str:
                     if np.isnan(best).any() or not all(x in scores for x in sum(keys, [])):
                         continue
                     grid = arrays["grid_mse_all"][(*at, h)]  # [checkpoint, ratio, seed]
+                    ev_regrets.append(
+                        [paired_delta(_rule(arrays, at, g, a, q), best)[0] for a, q in ev_rules]
+                    )
                     for x in margins:
                         held, chosen = [], []
                         for s, seed_keys in enumerate(keys):
@@ -308,10 +313,15 @@ def margin_table(arrays, checks, margin_se: float, margins=MARGINS) -> str:
         for x in margins:
             if stats_of[x]:
                 regret = np.mean([v[0] for v in stats_of[x]])
+                below = (
+                    ("yes" if regret < np.min(np.mean(ev_regrets, axis=0)) else "no")
+                    if ev_rules
+                    else "–"
+                )
                 counts = np.sum([v[1:] for v in stats_of[x]], axis=0)
                 mark = " (this run)" if x == margin_se else ""
                 lines.append(
-                    f"| {m} | {x:g}{mark} | {len(stats_of[x])} | {regret:.2e} | "
+                    f"| {m} | {x:g}{mark} | {len(stats_of[x])} | {regret:.2e} | {below} | "
                     + " | ".join(str(int(c)) for c in counts)
                     + " |"
                 )
