@@ -169,16 +169,13 @@ def _heldout_cases(arrays, j: int) -> list[tuple[list[float], bool, bool, bool]]
     (regret of every `_regret_rules` rule, whether the held-out rule took K > 0 at some
     seed, whether it is worse than observed only by more than one s.e. (▲), and by more
     than two)."""
-    cases = []
+    cases, rules = [], _regret_rules(arrays)
     for i in range(len(arrays["betas"])):
         for k in range(len(arrays["methods"])):
             at = (i, j, k)
             for g in arrays["generators"].tolist():
                 best = _rule(arrays, at, g, "hindsight", 0)
-                r = [
-                    paired_delta(_rule(arrays, at, g, a, q), best)[0]
-                    for a, q in _regret_rules(arrays)
-                ]
+                r = [paired_delta(_rule(arrays, at, g, a, q), best)[0] for a, q in rules]
                 if np.isnan(r).any():
                     continue
                 chosen = _rule(arrays, at, g, "heldout", 0, field="chosen_ratio")
