@@ -6,7 +6,7 @@ import numpy as np
 
 from isingjax.models import energy
 from isingjax.pipelines import common
-from isingjax.pipelines.augment_summary import label
+from isingjax.pipelines.augment_records import label
 
 GEN_COLORS = {"ddpm": "tab:red", "masked": "tab:orange", "autoregressive": "tab:purple"}
 RATIO_STYLES = (":", "--", "-", "-.")

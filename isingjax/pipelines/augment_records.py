@@ -1,6 +1,7 @@
 """The result records (results.jsonl) and arrays (results.npz) of the `augment` pipeline:
-the coordinates of every cell, the records of a block and the arrays summary.md and the
-figures read (isingjax/pipelines/augment_summary.py)."""
+the coordinates of every cell, the records of a block, the arrays summary.md and the
+figures read (isingjax/pipelines/augment_summary.py) and the look-ups and labels of their
+columns."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ COORDS = ("beta", "num_samples", "method", "generator", "arm", "ratio", "step", 
 BASE_EXTRA_ARMS = ("bootstrap", "oracle")  # observed + K extra spins, no generator
 FIELDS = ("mse_all", "mse_w", "mse_b", "converged", "num_nonfinite")
 RULE_FIELDS = ("chosen_step", "chosen_ratio")
+# the names of arms and rule columns in summary.md and the figures (`label`)
+LABELS = {
+    "l2": "tuned L2 (plm)",
+    "generated_l2": "+ tuned L2 (plm)",
+    "heldout": "held-out rule",
+    "hindsight": "hindsight best",
+    "energy_variance": "energy variance K={r}M",
+}
 
 
 def steps_of(config, generator) -> list[int]:
@@ -249,3 +258,28 @@ def grid_records(out, beta, m, method, gen_name, steps, choices, observed, confi
                 out["converged_generated_l2"][seed],
                 **fields,
             )
+
+
+
+def label(arm, ratio) -> str:
+    """The name of an arm or rule column in summary.md and the figures."""
+    if arm in LABELS:
+        return LABELS[arm].format(r=ratio)
+    return f"{arm} K={ratio}M" if ratio else arm
+
+
+def base_values(arrays, at, arm, ratio, field="mse_all"):
+    """Per seed, `field` of the arm (arm, ratio) without a generator at index at = (beta,
+    M, method) of the arrays of `write_npz`."""
+    cols = list(zip(arrays["arms"].tolist(), arrays["ratios"].tolist(), strict=True))
+    return arrays[field][(*at, cols.index((arm, ratio)))]
+
+
+def rule_values(arrays, at, gen, arm, ratio, field="mse_all"):
+    """Per seed, `field` of generator gen's rule column (arm, ratio) at index at = (beta,
+    M, method) of the arrays of `write_npz`; NaN where the run has no such column."""
+    cols = list(zip(arrays["rule_arms"].tolist(), arrays["rule_ratios"].tolist(), strict=True))
+    if (arm, ratio) not in cols:
+        return np.full(len(arrays["seeds"]), np.nan)
+    h = arrays["generators"].tolist().index(gen)
+    return arrays["gen_" + field][(*at, h, cols.index((arm, ratio)))]

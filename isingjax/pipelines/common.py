@@ -246,6 +246,11 @@ def mean_se(values) -> tuple[np.ndarray, np.ndarray]:
     return values.mean(axis=-1), se
 
 
+def paired_delta(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and s.e. over seeds (last axis) of the per-seed difference a - b."""
+    return mean_se(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+
+
 def new_figure(nrows: int, ncols: int, width: float, height: float):
     import matplotlib
 
