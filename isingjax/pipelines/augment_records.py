@@ -260,7 +260,6 @@ def grid_records(out, beta, m, method, gen_name, steps, choices, observed, confi
             )
 
 
-
 def label(arm, ratio) -> str:
     """The name of an arm or rule column in summary.md and the figures."""
     if arm in LABELS:
