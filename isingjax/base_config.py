@@ -103,6 +103,10 @@ def add_generators(config: ConfigDict) -> ConfigDict:
     # the held-out rule keeps K = 0 unless the best K's held-out gain over it exceeds this
     # many standard errors of the per-spin gain (the one-standard-error rule; 0: best mean)
     config.selection.margin_se = 1.0
+    # ... and unless every fold confirms it: the (checkpoint, K) the other folds' scores
+    # pick must gain on the fold by more than this many of its standard errors (0: off;
+    # guards against the winner's curse of picking the best of many cells)
+    config.selection.confirm_se = 2.0
     return config
 
 

@@ -184,24 +184,37 @@ def test_margin_table_reapplies_the_rule_to_recorded_scores():
     }
     checks = [
         {"kind": "heldout", "beta": 1.0, "num_samples": 100, "method": "plm",
-         "generator": "ddpm", "seed": seed, "step": step, "scores": v, "se": [0.0, 0.1]}
+         "generator": "ddpm", "seed": seed, "step": step, "scores": v, "se": [0.0, 0.1],
+         "fold_scores": [v, v]}
         for (seed, step), v in scores.items()
     ]  # fmt: skip
-    table = augment_heldout_summary.margin_table(arrays, checks, 1.0, margins=(0.0, 2.0, 3.0))
-    # margins 0 and 1: K = M at both seeds, MSE 0.5 and 0.6 (observed 0.4, 0.5: worse by
-    # 0.1 at both, s.e. 0: ▲ and > 2 s.e.; regret 0.1); margin 2: seed 1 keeps K = 0 (0.5):
-    # differences 0.1, 0 (mean 0.05 = s.e.: no ▲), regret 0.05; margin 3: a gain of 3 s.e.
-    # is not more than 3, so observed only at both seeds. Below the energy-variance rule's
-    # regret (0.06) at margins 2 and 3.
+    table = augment_heldout_summary.margin_table(
+        arrays, checks, 1.0, 2.0, margins=(0.0, 2.0, 3.0), confirms=(1.0, 3.0)
+    )
+    # Without confirmation: margins 0 and 1: K = M at both seeds, MSE 0.5 and 0.6
+    # (observed 0.4, 0.5: worse by 0.1 at both, s.e. 0: ▲ and > 2 s.e.; regret 0.1);
+    # margin 2: seed 1 keeps K = 0 (0.5): differences 0.1, 0 (mean 0.05 = s.e.: no ▲),
+    # regret 0.05; margin 3: a gain of 3 s.e. is not more than 3, so observed only at both
+    # seeds. Below the energy-variance rule's regret (0.06) at margins 2 and 3.
+    # With margin 1 and confirmation c (both folds score like the pool, so each confirms
+    # the pooled pick if its gain exceeds c sqrt(2) 0.1): seed 0's gain 0.3 passes c = 1
+    # and 2, not 3; seed 1's 0.15 only c = 1.
     assert table.splitlines()[2:] == [
-        "| 100 | 0 | 1 | 1.00e-01 | no | 1 | 1 | 1 |",
-        "| 100 | 1 (this run) | 1 | 1.00e-01 | no | 1 | 1 | 1 |",
-        "| 100 | 2 | 1 | 5.00e-02 | yes | 1 | 0 | 0 |",
-        "| 100 | 3 | 1 | 0.00e+00 | yes | 0 | 0 | 0 |",
+        "| 100 | 0 | off | 1 | 1.00e-01 | no | 1 | 1 | 1 |",
+        "| 100 | 1 | off | 1 | 1.00e-01 | no | 1 | 1 | 1 |",
+        "| 100 | 2 | off | 1 | 5.00e-02 | yes | 1 | 0 | 0 |",
+        "| 100 | 3 | off | 1 | 0.00e+00 | yes | 0 | 0 | 0 |",
+        "| 100 | 1 | 1 | 1 | 1.00e-01 | no | 1 | 1 | 1 |",
+        "| 100 | 1 | 2 (this run) | 1 | 5.00e-02 | yes | 1 | 0 | 0 |",
+        "| 100 | 1 | 3 | 1 | 0.00e+00 | yes | 0 | 0 | 0 |",
     ]
     arrays["rule_arms"][2] = "generated_l2"  # no energy-variance arm: nothing to compare
-    assert "| 100 | 3 | 1 | 0.00e+00 | – | 0 | 0 | 0 |" in augment_heldout_summary.margin_table(
-        arrays, checks, 1.0, margins=(3.0,)
+    assert (
+        "| 100 | 3 | off | 1 | 0.00e+00 | – | 0 | 0 | 0 |"
+        in augment_heldout_summary.margin_table(arrays, checks, 1.0, margins=(3.0,), confirms=())
     )
+    # records without per-fold scores (runs before them) are left out
+    old = [{k: v for k, v in r.items() if k != "fold_scores"} for r in checks]
+    assert augment_heldout_summary.margin_table(arrays, old, 1.0).splitlines()[2:] == []
     # a case whose scores are incomplete (a checkpoint missing at a seed) is left out
     assert augment_heldout_summary.margin_table(arrays, checks[:-1], 1.0).splitlines()[2:] == []

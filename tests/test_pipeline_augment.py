@@ -158,6 +158,15 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
                 c, k = min(best, key=lambda ck: (ck[1], ck[0]))
                 if k and mean[c, k] - mean[c, 0] <= config.selection.margin_se * se[c, k]:
                     k = 0
+                # ... and unless each fold confirms it: the other fold's best cell (same
+                # ties) is K > 0 and gains on this fold by > confirm_se * sqrt(2) * se
+                folds = np.asarray([heldout[s]["fold_scores"] for s in (50, 100)])  # [C, F, R]
+                for f in (0, 1):
+                    other = folds[:, 1 - f]
+                    c2, k2 = min(np.argwhere(other == other.max()), key=lambda ck: (ck[1], ck[0]))
+                    gain = folds[c2, f, k2] - folds[c2, f, 0]
+                    if k and not (k2 and gain > config.selection.confirm_se * 2**0.5 * se[c2, k2]):
+                        k = 0
                 held = by_cell[method, gen, "heldout", 0, 0, seed]
                 ratio = (0, 1, 2)[k]
                 assert held["chosen_ratio"] == ratio
@@ -203,11 +212,13 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     # The held-out rule re-applied to the recorded scores at the run's margin picks what the
     # run picked: the margin table's row repeats the per-M table's held-out columns.
     by_m = augment_heldout_summary.regret_by_m_table(dict(data)).splitlines()[2].split(" | ")
-    margins = augment_heldout_summary.margin_table(dict(data), progress, config.selection.margin_se)
+    margins = augment_heldout_summary.margin_table(
+        dict(data), progress, config.selection.margin_se, config.selection.confirm_se
+    )
     (row,) = [r.split(" | ") for r in margins.splitlines() if "(this run)" in r]
     below = float(by_m[2]) < min(float(x) for x in by_m[3:-4])  # the mean regrets
-    assert row[2:] == [by_m[1], by_m[2], "yes" if below else "no", *by_m[-3:]]
-    assert "| 40 | 1 (this run) |" in summary
+    assert row[3:] == [by_m[1], by_m[2], "yes" if below else "no", *by_m[-3:]]
+    assert "| 40 | 1 | 2 (this run) |" in summary
     assert "At M = 40, does an augmented plm arm beat tuned-L2 plm" in summary
     assert '"tol_se": 2.0' in summary  # the config that made it
 

@@ -23,11 +23,11 @@ def observed():
     return truth, exact.sample(jax.random.key(1), truth, M)
 
 
-def pooled(generated, method="plm"):
-    """Held-out score of the method's own objective over 5 folds pooled over the rows,
-    and the s.e. of the gain over K = 0, per K of SIZES."""
+def pooled(generated, method="plm", num_folds=5):
+    """Held-out score of the method's own objective over the folds pooled over the rows,
+    the s.e. of the gain over K = 0, per K of SIZES, and each fold's score [F, K]."""
     _, spins = observed()
-    folds = selection.fold_masks(jax.random.key(2), M, 5)
+    folds = selection.fold_masks(jax.random.key(2), M, num_folds)
     score = selection.own_score(method)
 
     def fit(data, weights):
@@ -38,7 +38,9 @@ def pooled(generated, method="plm"):
             lambda held: selection.heldout_row_scores(fit, spins, held, generated, SIZES, score)
         )
     )
-    return tuple(np.asarray(x) for x in selection.pooled_scores(rows(folds), folds, score))
+    row_scores = rows(folds)
+    mean, se = selection.pooled_scores(row_scores, folds, score)
+    return mean, se, selection.per_fold_scores(row_scores, folds, score)
 
 
 @pytest.mark.slow
@@ -47,13 +49,24 @@ def test_noise_generator_gets_no_samples_exact_generator_gets_some(method):
     truth, _ = observed()
     noise = jax.random.rademacher(jax.random.key(3), (4 * M, N), jnp.float32)
     fresh = exact.sample(jax.random.key(4), truth, 4 * M)
-    (noise_mean, noise_se), (fresh_mean, fresh_se) = pooled(noise, method), pooled(fresh, method)
-    scores, se = np.stack([noise_mean, fresh_mean]), np.stack([noise_se, fresh_se])
+    both = zip(pooled(noise, method), pooled(fresh, method), strict=True)
+    scores, se, _ = (np.stack(x) for x in both)
     for margin in (0.0, 1.0):  # with and without the one-standard-error rule
         assert selection.choose(scores[:1], SIZES, se[:1], margin) == (0, 0)
         assert selection.choose(scores[1:], SIZES, se[1:], margin)[1] > 0
         # Both generators as two "checkpoints": the exact one is chosen.
         assert selection.choose(scores, SIZES, se, margin)[0] == 1
+    # The default rule (2 folds, margin 1, each fold confirming the other's pick by 2 of
+    # its s.e.) declines the noise too, and takes the exact spins for plm. For the erasure
+    # machine the screening score's s.e. at M = 300 is wide (the exact spins' gain is
+    # 2.5 pooled s.e. at K = 4 M, 0.5 of a fold's s.e. on one fold): it keeps K = 0 there.
+    rule = {"margin_se": 1.0, "confirm_se": 2.0}
+    both = zip(pooled(noise, method, 2), pooled(fresh, method, 2), strict=True)
+    scores, se, folds = (np.stack(x) for x in both)
+    assert selection.choose(scores[:1], SIZES, se[:1], fold_scores=folds[:1], **rule) == (0, 0)
+    if method == "plm":
+        assert selection.choose(scores[1:], SIZES, se[1:], fold_scores=folds[1:], **rule)[1] > 0
+        assert selection.choose(scores, SIZES, se, fold_scores=folds, **rule)[0] == 1
 
 
 def test_screening_score_is_highest_at_the_truth():
@@ -184,6 +197,37 @@ def test_choose_with_a_margin_keeps_no_augmentation_unless_the_gain_is_clear():
         selection.choose(scores, sizes, se, margin_se=-1.0)
     with pytest.raises(ValueError, match="sizes must include K = 0"):
         selection.choose(scores, (5, 10, 40), se, margin_se=1.0)
+
+
+def test_choose_with_confirmation_needs_every_fold_to_confirm_the_others_pick():
+    sizes, se = (0, 10), [[0.0, 0.1], [0.0, 0.1]]
+    # Two checkpoints, two folds; the pooled scores are the folds' mean: [0, 0.6] at both,
+    # so the pooled pick is checkpoint 0, K = 10 (gain 0.6 > 1 s.e.). Fold 1 prefers
+    # checkpoint 1 (gain 1.0), where fold 0 gains 0.2: confirmed at c s.e. of a fold
+    # (sqrt(2) 0.1 c) for c = 1 (0.14), not for c = 2 (0.28).
+    folds = [[[0.0, 1.0], [0.0, 0.2]], [[0.0, 0.2], [0.0, 1.0]]]  # [checkpoint, fold, K]
+    scores = np.mean(folds, axis=1)
+    assert selection.choose(scores, sizes, se, 1.0, folds, 1.0) == (0, 10)
+    assert selection.choose(scores, sizes, se, 1.0, folds, 2.0) == (0, 0)
+    assert selection.choose(scores, sizes, se, 1.0, folds, 0.0) == (0, 10)  # off
+    assert selection.confirmed(folds, sizes, se, 1.0) and not selection.confirmed(
+        folds, sizes, se, 2.0
+    )
+    # a fold whose own best is K = 0 confirms nothing, whatever the other fold gains
+    one_sided = [[[0.0, -0.1], [0.0, 1.3]]]
+    assert not selection.confirmed(one_sided, sizes, se[:1], 0.5)
+    assert selection.choose(np.mean(one_sided, axis=1), sizes, se[:1], 1.0, one_sided, 0.5) == (
+        0,
+        0,
+    )
+    with pytest.raises(ValueError, match="confirm_se > 0 needs se and fold_scores"):
+        selection.choose(scores, sizes, se, 1.0, None, 2.0)
+    with pytest.raises(ValueError, match="confirm_se must be"):
+        selection.choose(scores, sizes, se, 1.0, folds, -1.0)
+    with pytest.raises(ValueError, match=r"fold_scores must be a \[checkpoints, folds >= 2, 2\]"):
+        selection.confirmed(np.asarray(folds)[:, :1], sizes, se, 1.0)
+    with pytest.raises(ValueError, match="fold_scores must be finite"):
+        selection.confirmed(np.full((2, 2, 2), np.nan), sizes, se, 1.0)
 
 
 def test_choose_breaks_ties_toward_no_augmentation_and_earlier_checkpoints():

@@ -8,7 +8,11 @@ held-out fold, which needs no truth. K = 0 is always a candidate, so augmentatio
 only where it helps on held-out data. Every observed row is scored once, by the fit of
 the fold that held it out (`pooled_scores`); `choose` takes the best score, ties to the
 smaller K and the earlier checkpoint, and with a margin (the one-standard-error rule)
-keeps K = 0 unless the best K's gain over it exceeds that many standard errors.
+keeps K = 0 unless the best K's gain over it exceeds that many standard errors. The best
+of many (checkpoint, K) cells gains over K = 0 by a few standard errors even where no
+cell gains at all (a winner's curse), so `choose` can also ask every fold to confirm on
+data the pick has not seen (`confirmed`): the cell the other folds' scores pick must gain
+on the fold by more than a stated number of that fold's standard errors.
 
 Two held-out scores (`SCORES`), both maximized in expectation by the true parameters:
   pseudo_likelihood  the mean log pseudo-likelihood sum_i log P(s_i | s_rest) of the
@@ -160,14 +164,17 @@ def _reduce(rows, held, score):
     return np.sum(np.where(held, rows, 0.0), axis=-1) / count
 
 
-def choose(scores, sizes, se=None, margin_se: float = 0.0) -> tuple[int, int]:
+def choose(
+    scores, sizes, se=None, margin_se: float = 0.0, fold_scores=None, confirm_se: float = 0.0
+) -> tuple[int, int]:
     """(checkpoint index, K) with the best score; scores [C, R] over checkpoints and the K
     of `sizes` [R]. Ties go to the smaller K, then the earlier checkpoint.
 
     With se [C, R] (`pooled_scores`: standard errors of the per-row gain over K = 0) and
     margin_se > 0, a best K > 0 whose gain over K = 0 at its checkpoint is not larger than
     margin_se standard errors gives way to K = 0 (the one-standard-error rule: augment only
-    where held-out data show it helps)."""
+    where held-out data show it helps). With fold_scores [C, F, R] (`per_fold_scores`) and
+    confirm_se > 0, a best K > 0 also gives way to K = 0 unless every fold `confirmed` it."""
     scores, sizes = np.asarray(scores, np.float64), np.asarray(sizes)
     if scores.ndim != 2 or scores.shape[1] != sizes.shape[0] or not np.isfinite(scores).all():
         raise ValueError(
@@ -179,14 +186,50 @@ def choose(scores, sizes, se=None, margin_se: float = 0.0) -> tuple[int, int]:
             f"se must have the shape of scores {scores.shape} and sizes must include K = 0, "
             f"got se of shape {np.shape(se)} and sizes {sizes.tolist()}."
         )
-    if not (math.isfinite(margin_se) and margin_se >= 0):
-        raise ValueError(f"margin_se must be a finite number >= 0, got {margin_se}.")
+    for name, value in (("margin_se", margin_se), ("confirm_se", confirm_se)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+    if confirm_se > 0 and (se is None or fold_scores is None):
+        raise ValueError("confirm_se > 0 needs se and fold_scores.")
     c, r = _best(scores, sizes)
-    if se is not None and margin_se > 0 and sizes[r] > 0:
-        r0 = int(np.flatnonzero(sizes == 0)[0])
-        if scores[c, r] - scores[c, r0] <= margin_se * np.asarray(se, np.float64)[c, r]:
-            return _best(scores[:, [r0]], sizes[[r0]])[0], 0
-    return c, int(sizes[r])
+    if sizes[r] == 0:
+        return c, 0
+    if se is None:
+        return c, int(sizes[r])
+    r0 = int(np.flatnonzero(sizes == 0)[0])
+    clear = margin_se == 0 or scores[c, r] - scores[c, r0] > margin_se * np.asarray(se)[c, r]
+    if clear and (confirm_se == 0 or confirmed(fold_scores, sizes, se, confirm_se)):
+        return c, int(sizes[r])
+    return _best(scores[:, [r0]], sizes[[r0]])[0], 0
+
+
+def confirmed(fold_scores, sizes, se, confirm_se: float) -> bool:
+    """Whether every fold confirms augmentation on rows the pick has not seen: for each
+    fold f of F, the (checkpoint, K) that the mean score of the other folds picks (`choose`
+    without a margin) has K > 0 and gains over K = 0 on fold f by more than confirm_se
+    standard errors of a fold's gain, taken as sqrt(F) times the pooled s.e. se [C, R] of
+    the gain over all M rows (F folds of M / F rows each).
+
+    fold_scores: [C, F, R] (`per_fold_scores`, checkpoint first); sizes [R] with K = 0.
+    """
+    fold_scores, sizes = np.asarray(fold_scores, np.float64), np.asarray(sizes)
+    se = np.asarray(se, np.float64)
+    num_folds = fold_scores.shape[1] if fold_scores.ndim == 3 else 0
+    if fold_scores.shape != (se.shape[0], num_folds, se.shape[1]) or num_folds < 2:
+        raise ValueError(
+            f"fold_scores must be a [checkpoints, folds >= 2, {se.shape[1]}] array matching se "
+            f"{se.shape}, got shape {fold_scores.shape}."
+        )
+    if not np.isfinite(fold_scores).all():
+        raise ValueError("fold_scores must be finite.")
+    r0 = int(np.flatnonzero(sizes == 0)[0])
+    for f in range(num_folds):
+        others = np.delete(fold_scores, f, axis=1).mean(axis=1)  # [C, R]
+        c, r = _best(others, sizes)
+        gain = fold_scores[c, f, r] - fold_scores[c, f, r0]
+        if sizes[r] == 0 or not gain > confirm_se * math.sqrt(num_folds) * se[c, r]:
+            return False
+    return True
 
 
 def _best(scores, sizes) -> tuple[int, int]:

@@ -30,7 +30,9 @@ For every beta and sample size M, per seed (seeds mapped with `sweeps.map_solver
                          by the pseudo-log-likelihood; generators/selection.py); the
                          best score over the M observed spins picks (checkpoint, K),
                          K = 0 unless its gain over K = 0 exceeds selection.margin_se
-                         standard errors (the one-standard-error rule), and the full-data
+                         standard errors (the one-standard-error rule) and every fold
+                         confirms augmenting (the cell the other folds pick gains on it
+                         by more than selection.confirm_se of its s.e.), and the full-data
                          generator at that checkpoint (the same training run as the
                          grid's, so the same as retraining to that step) supplies the
                          K * M spins. Held-out log-likelihood of the fold generators
@@ -128,6 +130,12 @@ def validate_config(config) -> None:
                 config.selection.margin_se,
                 common.is_positive(config.selection.margin_se, allow_zero=True),
                 "a finite number >= 0 (standard errors; 0: the best mean score)",
+            ),
+            (
+                "selection.confirm_se",
+                config.selection.confirm_se,
+                common.is_positive(config.selection.confirm_se, allow_zero=True),
+                "a finite number >= 0 (a fold's standard errors; 0: no confirmation)",
             ),
             (
                 "generator.check_samples",

@@ -173,10 +173,11 @@ def heldout_score(config, method: str) -> str:
 
 
 def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
-    """The held-out rule's scores: {method: (scores [S, C, 1 + R], se [S, C, 1 + R])}, the
-    `heldout_score` of every observed spin under the fit of the fold that held it out,
-    pooled over the M spins, at every checkpoint and K in (0,) + ratios * M_fit, and the
-    standard errors of the gain over K = 0 (`selection.pooled_scores`),
+    """The held-out rule's scores: {method: (scores [S, C, 1 + R], se [S, C, 1 + R],
+    per_fold [S, C, F, 1 + R])}, the `heldout_score` of every observed spin under the fit
+    of the fold that held it out, pooled over the M spins, at every checkpoint and K in
+    (0,) + ratios * M_fit, the standard errors of the gain over K = 0
+    (`selection.pooled_scores`) and each fold's own score (`selection.per_fold_scores`),
     from one generator per (seed, fold) trained on the other folds; records
     {"kind": "heldout"} (score, pooled scores, s.e. and per-fold scores) and {"kind": "fold_check"}
     (data-copying test, held-out log-likelihood) in metrics.jsonl."""
@@ -188,8 +189,8 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
     held = split.transpose(1, 0, 2).reshape(folds * num_seeds, m)  # row f * S + s
     data = jnp.tile(observed, (folds, 1, 1))
 
-    def heldout_records():  # records of runs before the pooled scores (no "se") are redone
-        return [r for r in records_of(workdir, "heldout", meta) if "se" in r]
+    def heldout_records():  # records of runs before the pooled and per-fold scores are redone
+        return [r for r in records_of(workdir, "heldout", meta) if "se" in r and "fold_scores" in r]
 
     have = {(r["method"], r["step"]) for r in heldout_records()}
     steps = list(range(gen.checkpoint_every, gen.train_steps + 1, gen.checkpoint_every))
@@ -237,14 +238,17 @@ def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
                     io.append_jsonl(workdir / "metrics.jsonl", record)
             if step not in checked:
                 fold_checks(gen, workdir, meta, step, params, data, held, x, root, folds)
-    out = {}
+    out, width = {}, 1 + len(config.augment.ratios)
     rows = heldout_records()
     for method in methods:
-        table = np.full((2, num_seeds, len(steps), 1 + len(config.augment.ratios)), np.nan)
+        table = np.full((2, num_seeds, len(steps), width), np.nan)
+        per_fold = np.full((num_seeds, len(steps), folds, width), np.nan)
         for r in rows:
             if r["method"] == method and r["step"] in steps:
-                table[:, r["seed"], steps.index(r["step"])] = r["scores"], r["se"]
-        out[method] = table[0], table[1]
+                at = r["seed"], steps.index(r["step"])
+                table[(slice(None), *at)] = r["scores"], r["se"]
+                per_fold[at] = r["fold_scores"]
+        out[method] = table[0], table[1], per_fold
     return steps, out
 
 
@@ -284,12 +288,20 @@ def hindsight(out, steps, observed, config):
     return picks
 
 
-def heldout_picks(scores, se, steps, config):
+def heldout_picks(scores, se, per_fold, steps, config):
     """Per seed, the held-out rule's (step, ratio) from pooled scores and their standard
-    errors [S, C, 1 + R] (`fold_scores`), with the margin config.selection.margin_se."""
+    errors [S, C, 1 + R] and each fold's scores [S, C, F, 1 + R] (`fold_scores`), with the
+    margin config.selection.margin_se and the confirmation config.selection.confirm_se."""
     sizes = [0] + list(config.augment.ratios)
     picks = []
     for seed in range(config.num_seeds):
-        c, ratio = selection.choose(scores[seed], sizes, se[seed], config.selection.margin_se)
+        c, ratio = selection.choose(
+            scores[seed],
+            sizes,
+            se[seed],
+            config.selection.margin_se,
+            per_fold[seed],
+            config.selection.confirm_se,
+        )
         picks.append((steps[c] if ratio else 0, ratio))
     return picks

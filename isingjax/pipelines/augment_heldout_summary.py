@@ -11,8 +11,11 @@ from isingjax.generators import selection
 from isingjax.pipelines.augment_records import base_values, label, rule_values
 from isingjax.pipelines.common import paired_delta
 
-# selection.margin_se values at which `margin_table` re-applies the held-out rule
+# selection.margin_se values at which `margin_table` re-applies the held-out rule without
+# the folds' confirmation, and selection.confirm_se values at which it does, at the run's
+# margin
 MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 10.0)
+CONFIRMS = (1.0, 1.5, 2.0, 3.0)
 
 
 def chance_of_worse(num_seeds: int, num_se: float) -> float:
@@ -117,34 +120,45 @@ def _heldout_stats(held, observed, best, chosen) -> tuple[float, bool, bool, boo
     return float(paired_delta(held, best)[0]), augments, bool(mu > e), bool(mu > 2 * e)
 
 
-def margin_table(arrays, checks, margin_se: float, margins=MARGINS) -> str:
-    """Markdown: the held-out rule re-applied with every selection.margin_se of `margins`
-    (and the run's, `margin_se`, marked) to the pooled scores and standard errors the run
-    recorded (metrics.jsonl, kind 'heldout'), its picks read off the grid and observed
-    only (no refits): per M and margin, over the (beta, method, generator) cases whose
-    scores are complete, the regret (mean over seeds, then over the cases; the hindsight
-    arm as in `regret_by_m_table`), whether it is below the energy-variance rule's mean
-    regret over the same cases at every K, and the cases where it took K > 0 at some
-    seed and where it is worse than observed only by more than one s.e. (▲) and two. At the run's
-    margin the picks are the run's, so its rows repeat `regret_by_m_table`'s held-out
-    columns. The table shows what a margin costs and buys on these seeds; a margin picked
+def margin_table(
+    arrays, checks, margin_se: float, confirm_se: float = 0.0, margins=MARGINS, confirms=CONFIRMS
+) -> str:
+    """Markdown: the held-out rule re-applied to the pooled and per-fold scores and the
+    standard errors the run recorded (metrics.jsonl, kind 'heldout'), its picks read off
+    the grid and observed only (no refits): without confirmation (selection.confirm_se 0)
+    at every selection.margin_se of `margins` and the run's, and at the run's margin with every
+    confirm_se of `confirms`; the run's own (margin_se, confirm_se) is marked. Per M and
+    setting, over the (beta, method, generator) cases whose scores are complete: the
+    regret (mean over seeds, then over the cases; the hindsight arm as in
+    `regret_by_m_table`), whether it is below the energy-variance rule's mean regret over
+    the same cases at every K, and the cases where it took K > 0 at some seed and where it
+    is worse than observed only by more than one s.e. (▲) and two. At the run's setting
+    the picks are the run's, so its rows repeat `regret_by_m_table`'s held-out columns.
+    The table shows what each setting costs and buys on these seeds; a setting picked
     from it would be tuned on the data the run's numbers are scored on."""
     scores = {}
     for r in checks:
-        if r.get("kind") == "heldout":
+        if r.get("kind") == "heldout" and "fold_scores" in r:
             key = (r["beta"], r["num_samples"], r["method"], r["generator"], r["seed"], r["step"])
-            scores[key] = np.asarray(r["scores"], np.float64), np.asarray(r["se"], np.float64)
+            fields = ("scores", "se", "fold_scores")
+            scores[key] = tuple(np.asarray(r[x], np.float64) for x in fields)
     ratios = [int(x) for x in arrays["grid_ratios"]]
     sizes, gens = [0, *ratios], arrays["generators"].tolist()
-    margins = sorted(set(margins) | {float(margin_se)})
+    run = (float(margin_se), float(confirm_se))
+    settings = sorted(
+        {(float(x), 0.0) for x in (*margins, margin_se)}
+        | {(run[0], float(c)) for c in confirms}
+        | {run},
+        key=lambda xc: (xc[1] > 0, xc),
+    )
     ev_rules = _regret_rules(arrays)[1:]
     lines = [
-        "| M | margin (s.e.) | cases | held-out rule's regret | below every EV K "
-        "| K > 0 at some seed | held-out ▲ | worse by > 2 s.e. |",
-        "|---|---|---|---|---|---|---|---|",
+        "| M | margin (s.e.) | confirm (s.e.) | cases | held-out rule's regret "
+        "| below every EV K | K > 0 at some seed | held-out ▲ | worse by > 2 s.e. |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for j, m in enumerate(arrays["sample_sizes"]):
-        stats_of, ev_regrets = {x: [] for x in margins}, []
+        stats_of, ev_regrets = {x: [] for x in settings}, []
         for i, beta in enumerate(arrays["betas"]):
             for k, method in enumerate(arrays["methods"]):
                 at = (i, j, k)
@@ -165,19 +179,15 @@ def margin_table(arrays, checks, margin_se: float, margins=MARGINS) -> str:
                             for a, q in ev_rules
                         ]
                     )
-                    for x in margins:
+                    for x, c_se in settings:
                         held, chosen = [], []
                         for s, seed_keys in enumerate(keys):
-                            c, ratio = selection.choose(
-                                [scores[y][0] for y in seed_keys],
-                                sizes,
-                                [scores[y][1] for y in seed_keys],
-                                x,
-                            )
+                            mean, se, folds = ([scores[y][v] for y in seed_keys] for v in range(3))
+                            c, ratio = selection.choose(mean, sizes, se, x, folds, c_se)
                             held.append(grid[c, ratios.index(ratio), s] if ratio else observed[s])
                             chosen.append(ratio)
-                        stats_of[x].append(_heldout_stats(held, observed, best, chosen))
-        for x in margins:
+                        stats_of[x, c_se].append(_heldout_stats(held, observed, best, chosen))
+        for x in settings:
             if stats_of[x]:
                 regret = np.mean([v[0] for v in stats_of[x]])
                 below = (
@@ -186,10 +196,10 @@ def margin_table(arrays, checks, margin_se: float, margins=MARGINS) -> str:
                     else "–"
                 )
                 counts = np.sum([v[1:] for v in stats_of[x]], axis=0)
-                mark = " (this run)" if x == margin_se else ""
+                mark = " (this run)" if x == run else ""
+                confirm = f"{x[1]:g}" if x[1] else "off"
                 lines.append(
-                    f"| {m} | {x:g}{mark} | {len(stats_of[x])} | {regret:.2e} | {below} | "
-                    + " | ".join(str(int(c)) for c in counts)
-                    + " |"
+                    f"| {m} | {x[0]:g} | {confirm}{mark} | {len(stats_of[x])} | {regret:.2e} | "
+                    f"{below} | " + " | ".join(str(int(c)) for c in counts) + " |"
                 )
     return "\n".join(lines) + "\n"

@@ -312,12 +312,16 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
             ),
             (
                 "The held-out rule at other margins (selection.margin_se, in standard errors "
-                "of the per-spin gain over K = 0), re-applied to the run's recorded held-out "
-                "scores and read off the grid, without refits: regret, cases where it took "
-                "K > 0 at some seed, and where it is worse than observed only by more than "
-                "one s.e. (▲) and two. It shows what the margin trades; a margin chosen from "
-                "this table would be tuned on the seeds the run's numbers are scored on",
-                margin_table(arrays, checks, config.selection.margin_se),
+                "of the per-spin gain over K = 0) without the folds' confirmation, and at the "
+                "run's margin with other confirmations (selection.confirm_se, in a fold's "
+                "standard errors), re-applied to the run's recorded held-out scores and read "
+                "off the grid, without refits: regret, cases where it took K > 0 at some "
+                "seed, and where it is worse than observed only by more than one s.e. (▲) "
+                "and two. It shows what each setting trades; a setting chosen from this "
+                "table would be tuned on the seeds the run's numbers are scored on",
+                margin_table(
+                    arrays, checks, config.selection.margin_se, config.selection.confirm_se
+                ),
             ),
         ]
     return sections
