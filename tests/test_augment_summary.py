@@ -209,12 +209,12 @@ def test_margin_table_reapplies_the_rule_to_recorded_scores():
         "| 100 | 1 | 3 | 1 | 0.00e+00 | yes | 0 | 0 | 0 |",
     ]
     arrays["rule_arms"][2] = "generated_l2"  # no energy-variance arm: nothing to compare
-    assert (
-        "| 100 | 3 | off | 1 | 0.00e+00 | – | 0 | 0 | 0 |"
-        in augment_heldout_summary.margin_table(arrays, checks, 1.0, margins=(3.0,), confirms=())
+    reapply = augment_heldout_summary.margin_table
+    assert "| 100 | 3 | off | 1 | 0.00e+00 | – | 0 | 0 | 0 |" in reapply(
+        arrays, checks, 1.0, 0.0, margins=(3.0,), confirms=()
     )
     # records without per-fold scores (runs before them) are left out
     old = [{k: v for k, v in r.items() if k != "fold_scores"} for r in checks]
-    assert augment_heldout_summary.margin_table(arrays, old, 1.0).splitlines()[2:] == []
+    assert reapply(arrays, old, 1.0, 2.0).splitlines()[2:] == []
     # a case whose scores are incomplete (a checkpoint missing at a seed) is left out
-    assert augment_heldout_summary.margin_table(arrays, checks[:-1], 1.0).splitlines()[2:] == []
+    assert reapply(arrays, checks[:-1], 1.0, 2.0).splitlines()[2:] == []

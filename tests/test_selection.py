@@ -57,9 +57,9 @@ def test_noise_generator_gets_no_samples_exact_generator_gets_some(method):
         # Both generators as two "checkpoints": the exact one is chosen.
         assert selection.choose(scores, SIZES, se, margin)[0] == 1
     # The default rule (2 folds, margin 1, each fold confirming the other's pick by 2 of
-    # its s.e.) declines the noise too, and takes the exact spins for plm. For the erasure
-    # machine the screening score's s.e. at M = 300 is wide (the exact spins' gain is
-    # 2.5 pooled s.e. at K = 4 M, 0.5 of a fold's s.e. on one fold): it keeps K = 0 there.
+    # its s.e.) declines the noise too, and takes the exact spins for plm. (For the
+    # erasure machine the screening score's s.e. at M = 300 is wide, the exact spins'
+    # gain 2.5 pooled s.e. at K = 4 M: whether a fold confirms it is not asserted.)
     rule = {"margin_se": 1.0, "confirm_se": 2.0}
     both = zip(pooled(noise, method, 2), pooled(fresh, method, 2), strict=True)
     scores, se, folds = (np.stack(x) for x in both)
@@ -213,13 +213,11 @@ def test_choose_with_confirmation_needs_every_fold_to_confirm_the_others_pick():
     assert selection.confirmed(folds, sizes, se, 1.0) and not selection.confirmed(
         folds, sizes, se, 2.0
     )
-    # a fold whose own best is K = 0 confirms nothing, whatever the other fold gains
-    one_sided = [[[0.0, -0.1], [0.0, 1.3]]]
-    assert not selection.confirmed(one_sided, sizes, se[:1], 0.5)
-    assert selection.choose(np.mean(one_sided, axis=1), sizes, se[:1], 1.0, one_sided, 0.5) == (
-        0,
-        0,
-    )
+    # With three folds the other folds' mean can pick K = 0 while the fold gains: fold 0
+    # gains 1.0, but folds 1 and 2 (mean -0.6) pick K = 0, so fold 0 confirms nothing.
+    three = [[[0.0, 1.0], [0.0, -0.6], [0.0, -0.6]]]
+    assert not selection.confirmed(three, sizes, se[:1], 0.0)
+    assert selection.confirmed([[[0.0, 1.0], [0.0, 0.6], [0.0, 0.6]]], sizes, se[:1], 1.0)
     with pytest.raises(ValueError, match="confirm_se > 0 needs se and fold_scores"):
         selection.choose(scores, sizes, se, 1.0, None, 2.0)
     with pytest.raises(ValueError, match="confirm_se must be"):
@@ -228,6 +226,12 @@ def test_choose_with_confirmation_needs_every_fold_to_confirm_the_others_pick():
         selection.confirmed(np.asarray(folds)[:, :1], sizes, se, 1.0)
     with pytest.raises(ValueError, match="fold_scores must be finite"):
         selection.confirmed(np.full((2, 2, 2), np.nan), sizes, se, 1.0)
+    with pytest.raises(ValueError, match="se must be finite and >= 0"):
+        selection.choose(scores, sizes, [[0.0, np.nan], [0.0, 0.1]], 1.0)
+    with pytest.raises(ValueError, match=r"se must be a \[checkpoints, 2\] array"):
+        selection.confirmed(folds, sizes, [0.0, 0.1], 1.0)
+    with pytest.raises(ValueError, match="sizes must include K = 0"):
+        selection.confirmed(folds, (5, 10), se, 1.0)
 
 
 def test_choose_breaks_ties_toward_no_augmentation_and_earlier_checkpoints():

@@ -11,8 +11,8 @@ smaller K and the earlier checkpoint, and with a margin (the one-standard-error 
 keeps K = 0 unless the best K's gain over it exceeds that many standard errors. The best
 of many (checkpoint, K) cells gains over K = 0 by a few standard errors even where no
 cell gains at all (a winner's curse), so `choose` can also ask every fold to confirm on
-data the pick has not seen (`confirmed`): the cell the other folds' scores pick must gain
-on the fold by more than a stated number of that fold's standard errors.
+rows the pick was not scored on (`confirmed`): the cell the other folds' scores pick must
+gain on the fold by more than a stated number of that fold's standard errors.
 
 Two held-out scores (`SCORES`), both maximized in expectation by the true parameters:
   pseudo_likelihood  the mean log pseudo-likelihood sum_i log P(s_i | s_rest) of the
@@ -173,18 +173,15 @@ def choose(
     With se [C, R] (`pooled_scores`: standard errors of the per-row gain over K = 0) and
     margin_se > 0, a best K > 0 whose gain over K = 0 at its checkpoint is not larger than
     margin_se standard errors gives way to K = 0 (the one-standard-error rule: augment only
-    where held-out data show it helps). With fold_scores [C, F, R] (`per_fold_scores`) and
-    confirm_se > 0, a best K > 0 also gives way to K = 0 unless every fold `confirmed` it."""
+    where held-out data show it helps). With se, fold_scores [C, F, R] (`per_fold_scores`)
+    and confirm_se > 0, a best K > 0 also gives way to K = 0 unless every fold confirms
+    augmenting (`confirmed`; each fold checks the cell the other folds pick, which need not
+    be the pooled best)."""
     scores, sizes = np.asarray(scores, np.float64), np.asarray(sizes)
     if scores.ndim != 2 or scores.shape[1] != sizes.shape[0] or not np.isfinite(scores).all():
         raise ValueError(
             f"scores must be a finite [checkpoints, {sizes.shape[0]}] array, got shape "
             f"{scores.shape} with {int(np.sum(~np.isfinite(scores)))} non-finite entries."
-        )
-    if se is not None and (np.shape(se) != scores.shape or 0 not in sizes):
-        raise ValueError(
-            f"se must have the shape of scores {scores.shape} and sizes must include K = 0, "
-            f"got se of shape {np.shape(se)} and sizes {sizes.tolist()}."
         )
     for name, value in (("margin_se", margin_se), ("confirm_se", confirm_se)):
         if not (math.isfinite(value) and value >= 0):
@@ -192,28 +189,36 @@ def choose(
     if confirm_se > 0 and (se is None or fold_scores is None):
         raise ValueError("confirm_se > 0 needs se and fold_scores.")
     c, r = _best(scores, sizes)
-    if sizes[r] == 0:
-        return c, 0
     if se is None:
         return c, int(sizes[r])
-    r0 = int(np.flatnonzero(sizes == 0)[0])
-    clear = margin_se == 0 or scores[c, r] - scores[c, r0] > margin_se * np.asarray(se)[c, r]
+    se, r0 = _checked_se(se, sizes, scores.shape)
+    if sizes[r] == 0:
+        return c, 0
+    clear = margin_se == 0 or scores[c, r] - scores[c, r0] > margin_se * se[c, r]
     if clear and (confirm_se == 0 or confirmed(fold_scores, sizes, se, confirm_se)):
         return c, int(sizes[r])
     return _best(scores[:, [r0]], sizes[[r0]])[0], 0
 
 
 def confirmed(fold_scores, sizes, se, confirm_se: float) -> bool:
-    """Whether every fold confirms augmentation on rows the pick has not seen: for each
-    fold f of F, the (checkpoint, K) that the mean score of the other folds picks (`choose`
-    without a margin) has K > 0 and gains over K = 0 on fold f by more than confirm_se
-    standard errors of a fold's gain, taken as sqrt(F) times the pooled s.e. se [C, R] of
-    the gain over all M rows (F folds of M / F rows each).
+    """Whether every fold confirms augmentation on rows the pick was not scored on: for
+    each fold f of F, the (checkpoint, K) that the mean score of the other folds picks
+    (`choose` without a margin) has K > 0 and gains over K = 0 on fold f by more than
+    confirm_se standard errors of a fold's gain, taken as sqrt(F) times the pooled s.e.
+    se [C, R] of the gain over all M rows (F folds of M / F rows each). (The other folds'
+    fits were trained on fold f's rows; what the check keeps apart is the scoring noise
+    of the pick and of its confirmation.)
 
     fold_scores: [C, F, R] (`per_fold_scores`, checkpoint first); sizes [R] with K = 0.
     """
     fold_scores, sizes = np.asarray(fold_scores, np.float64), np.asarray(sizes)
     se = np.asarray(se, np.float64)
+    if se.ndim != 2 or sizes.shape != (se.shape[1],):
+        raise ValueError(
+            f"se must be a [checkpoints, {sizes.shape[0]}] array (one column per K of sizes), "
+            f"got shape {se.shape}."
+        )
+    se, r0 = _checked_se(se, sizes, se.shape)
     num_folds = fold_scores.shape[1] if fold_scores.ndim == 3 else 0
     if fold_scores.shape != (se.shape[0], num_folds, se.shape[1]) or num_folds < 2:
         raise ValueError(
@@ -222,7 +227,6 @@ def confirmed(fold_scores, sizes, se, confirm_se: float) -> bool:
         )
     if not np.isfinite(fold_scores).all():
         raise ValueError("fold_scores must be finite.")
-    r0 = int(np.flatnonzero(sizes == 0)[0])
     for f in range(num_folds):
         others = np.delete(fold_scores, f, axis=1).mean(axis=1)  # [C, R]
         c, r = _best(others, sizes)
@@ -230,6 +234,20 @@ def confirmed(fold_scores, sizes, se, confirm_se: float) -> bool:
         if sizes[r] == 0 or not gain > confirm_se * math.sqrt(num_folds) * se[c, r]:
             return False
     return True
+
+
+def _checked_se(se, sizes, shape) -> tuple[np.ndarray, int]:
+    """se as a float64 array of the given shape, finite and >= 0, and the column of K = 0
+    in sizes; a ValueError naming what is wrong otherwise."""
+    se = np.asarray(se, np.float64)
+    if se.shape != tuple(shape) or 0 not in sizes:
+        raise ValueError(
+            f"se must have the shape of scores {tuple(shape)} and sizes must include K = 0, "
+            f"got se of shape {se.shape} and sizes {np.asarray(sizes).tolist()}."
+        )
+    if not (np.isfinite(se).all() and (se >= 0).all()):
+        raise ValueError("se must be finite and >= 0.")
+    return se, int(np.flatnonzero(np.asarray(sizes) == 0)[0])
 
 
 def _best(scores, sizes) -> tuple[int, int]:

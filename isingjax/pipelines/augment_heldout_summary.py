@@ -1,6 +1,6 @@
 """The held-out rule's analyses across the cases of an `augment` run, for its summary.md:
 the regret of every rule per M, how many ▲ chance alone would give, and the rule
-re-applied to the recorded held-out scores at other margins."""
+re-applied to the recorded held-out scores at other margins and confirmations."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def _heldout_stats(held, observed, best, chosen) -> tuple[float, bool, bool, boo
 
 
 def margin_table(
-    arrays, checks, margin_se: float, confirm_se: float = 0.0, margins=MARGINS, confirms=CONFIRMS
+    arrays, checks, margin_se: float, confirm_se: float, margins=MARGINS, confirms=CONFIRMS
 ) -> str:
     """Markdown: the held-out rule re-applied to the pooled and per-fold scores and the
     standard errors the run recorded (metrics.jsonl, kind 'heldout'), its picks read off
