@@ -113,8 +113,7 @@ def _heldout_stats(held, observed, best, chosen) -> tuple[float, bool, bool, boo
     """Of a held-out rule's MSE per seed: its regret (mean over seeds of held - best), whether
     it took K > 0 (chosen, per seed) at some seed, and whether it is worse than observed
     only by more than one s.e. of the paired difference (the ▲ of
-    `augment_summary.paired_table`) and by more
-    than two."""
+    `augment_summary.paired_table`) and by more than two."""
     mu, e = paired_delta(held, observed)
     augments = bool(np.nan_to_num(np.asarray(chosen, np.float64)).max() > 0)
     return float(paired_delta(held, best)[0]), augments, bool(mu > e), bool(mu > 2 * e)
