@@ -36,11 +36,19 @@ def get_config(arg: str | None = None):
     config.inference.options.exact_ml = ConfigDict({"max_iter": 300, "l2_per_sample": 1.0})
 
     base_config.add_diffusion(config)
+    # half the widths of base_config's DDPM, and checkpoints every 1000 steps for every
+    # generator (the grid fits, fold scores and reverse processes run per checkpoint): the
+    # default within ~20 min on 2 AVX2 cores instead of ~47 (README, "Run time")
+    config.diffusion.widths = (32, 64, 128)
+    config.diffusion.time_dim = 32
     config.diffusion.train_steps = 2000
+    config.diffusion.checkpoint_every = 1000
     # 20 DDIM steps: every checkpoint generates max(16 M, 10^4) spins per seed, plus the
     # fold generators' (the CPU cost of the run is mostly these reverse processes)
     config.diffusion.ddim_steps = 20
     base_config.add_generators(config)
+    for name in ("masked", "autoregressive"):
+        config[name].checkpoint_every = 1000
 
     config.baselines = ConfigDict()
     config.baselines.l2_grid = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # plm l2_per_sample
@@ -50,14 +58,12 @@ def get_config(arg: str | None = None):
         config.num_seeds = 4
         config.model.n = 12
         config.sweep.sample_sizes = (100, 400)
-        config.diffusion.train_steps = 1000
         # half the default minibatch: the DDPM's training is most of the run's compute
-        # (measured cold on 2 cores: 331 s instead of 399 s; its KL a little higher). Half
-        # the widths as well, (32, 64, 128), made a 2-core AVX2 CPU's run 539 -> 455 s but
-        # raised the DDPM's KL to the truth by 38-77 % (README), so the widths stay.
+        # (measured cold on 2 cores: 331 s instead of 399 s; its KL a little higher)
         config.diffusion.batch_size = 128
-        for name in ("masked", "autoregressive"):
+        for name in ("diffusion", "masked", "autoregressive"):
             config[name].train_steps = 1000
+            config[name].checkpoint_every = 500  # two checkpoints, as in the default
     elif arg == "paper":
         config.num_seeds = 16
         config.sweep.sample_sizes = (100, 200, 400, 800, 1600)
