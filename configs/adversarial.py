@@ -23,6 +23,10 @@ def get_config(arg: str | None = None):
     config.sweep.sample_sizes = (100, 400)  # observed samples M
     config.augment.ratios = (2,)  # one K / M: generated (diffusion) or true (oracle) extras
     config.inference.methods = ("plm", "nmf")  # any of plm, erasure, nmf, tap, exact_ml
+    # base_config's DDPM network, not augment's halved one (augment's run time; the
+    # README's adversarial runs used this one)
+    network = base_config.add_diffusion(ConfigDict()).diffusion
+    config.diffusion.widths, config.diffusion.time_dim = network.widths, network.time_dim
     config.diffusion.train_steps = 1000  # small, to fit the CPU budget
     config.diffusion.checkpoint_every = 250  # the criterion is measured at each checkpoint
     config.diffusion.ddim_steps = 50

@@ -37,14 +37,14 @@ def get_config(arg: str | None = None):
 
     base_config.add_diffusion(config)
     # half the widths of base_config's DDPM, and checkpoints every 1000 steps for every
-    # generator (the grid fits, fold scores and reverse processes run per checkpoint): the
-    # default within ~20 min on 2 AVX2 cores instead of ~47 (README, "Run time")
+    # generator (the grid fits, fold scores and reverse processes run per checkpoint):
+    # 23.6 min on 2 AVX2 cores instead of ~47, the DDPM's KL to the truth higher (README)
     config.diffusion.widths = (32, 64, 128)
     config.diffusion.time_dim = 32
     config.diffusion.train_steps = 2000
     config.diffusion.checkpoint_every = 1000
     # 20 DDIM steps: every checkpoint generates max(16 M, 10^4) spins per seed, plus the
-    # fold generators' (the CPU cost of the run is mostly these reverse processes)
+    # fold generators'
     config.diffusion.ddim_steps = 20
     base_config.add_generators(config)
     for name in ("masked", "autoregressive"):
