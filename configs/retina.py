@@ -7,7 +7,7 @@ bint_fishmovie32_100.mat (isingjax/io.py says where to download it and how to ci
 
 Variants: '' (40 neurons, M_train in (100, 400, 1600, 8000), 5 seeds: 497.5 s on 2 idle
 CPU cores, runs/retina-v4 in the README) and 'quick' (16 neurons, M_train in (100, 800)).
-The DDPM trains 1500 steps (augment's default is 3000) and the default offers K = M
+The DDPM trains 1500 steps (augment's default 2000) and the default offers K = M
 generated patterns only (K = 0 or M by validation) to save time: every plm fit at
 M = 8000 runs over the distinct patterns of M + K, and the tuned-L2 arms fit once per
 grid value.
