@@ -42,12 +42,11 @@ def get_config(arg: str | None = None):
     config.diffusion.widths = (32, 64, 128)
     config.diffusion.time_dim = 32
     config.diffusion.train_steps = 2000
-    config.diffusion.checkpoint_every = 1000
     # 20 DDIM steps: every checkpoint generates max(16 M, 10^4) spins per seed, plus the
     # fold generators'
     config.diffusion.ddim_steps = 20
     base_config.add_generators(config)
-    for name in ("masked", "autoregressive"):
+    for name in ("diffusion", "masked", "autoregressive"):
         config[name].checkpoint_every = 1000
 
     config.baselines = ConfigDict()
