@@ -3,6 +3,7 @@ augment_heldout_summary.py) on hand-made result arrays, against hand-computed ce
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from isingjax.pipelines import augment_heldout_summary, augment_summary, common
 
@@ -147,10 +148,34 @@ def test_paired_delta_and_tables_match_hand_computed_differences():
             f"{head} with probability {(1 - p) ** 2:.1%}, "
             f"1 or more with probability at most {1 - (1 - p) ** 2:.2f}"
         ) in note
-    # nothing marked: no tail probability is quoted
+    # nothing marked: no tail probability is quoted; erasure's held-out rule is worse than
+    # observed only at seed 1 alone (by 1), which the note names
     assert "or more" not in augment_heldout_summary.chance_note(_arrays())
+    assert augment_heldout_summary.chance_note(_arrays()).endswith(
+        "so never ▲: 1 case (β = 0.5, M = 100, erasure, ddpm: +1.00e+00, the difference at "
+        "that seed).\n"
+    )
+    assert "No case is worse than observed only at exactly one seed." in note
     single = {k: v[..., :1] if k in ("mse_all", "gen_mse_all") else v for k, v in arrays.items()}
     assert augment_heldout_summary.chance_note(single) == ""
+
+
+def test_worse_by_agrees_with_scipys_t_statistic_and_never_marks_one_changed_seed():
+    rng = np.random.default_rng(0)
+    for num_seeds in (2, 3, 8):
+        for _ in range(200):
+            a, b = rng.normal(0.3, 1.0, num_seeds), rng.normal(0.0, 1.0, num_seeds)
+            t = stats.ttest_rel(a, b).statistic  # mean / s.e. of the paired difference
+            for num_se in (1.0, 2.0):
+                assert common.worse_by(a, b, num_se) == (t > num_se)
+            # one changed seed: mean == s.e. in exact arithmetic (t = 1) whatever the size;
+            # plain floating point calls about a third of these worse
+            one = np.zeros(num_seeds)
+            one[rng.integers(num_seeds)] = rng.uniform(1e-6, 1e2)
+            assert not common.worse_by(one, np.zeros(num_seeds))
+    # equal differences at every seed (s.e. 0) are worse; no difference is not
+    assert common.worse_by(np.ones(3), np.zeros(3), 2.0)
+    assert not common.worse_by(np.zeros(3), np.zeros(3))
 
 
 def test_margin_table_reapplies_the_rule_to_recorded_scores():

@@ -9,7 +9,7 @@ from scipy import stats
 
 from isingjax.generators import selection
 from isingjax.pipelines.augment_records import base_values, label, rule_values
-from isingjax.pipelines.common import paired_delta
+from isingjax.pipelines.common import paired_delta, worse_by
 
 # selection.margin_se values at which `margin_table` re-applies the held-out rule without
 # the folds' confirmation, and selection.confirm_se values at which it does, at the run's
@@ -31,11 +31,11 @@ def _regret_rules(arrays) -> list[tuple[str, int]]:
     return [("heldout", 0)] + [(a, r) for a, r in cols if a == "energy_variance"]
 
 
-def _heldout_cases(arrays, j: int) -> list[tuple[list[float], bool, bool, bool]]:
+def _heldout_cases(arrays, j: int) -> list[tuple[list[float], bool, bool, bool, str]]:
     """The (beta, method, generator) cases of M index j with every rule computed, each as
     (regret of every `_regret_rules` rule, whether the held-out rule took K > 0 at some
     seed, whether it is worse than observed only by more than one s.e. (▲), and by more
-    than two)."""
+    than two, and `_one_seed_worse`'s description or "")."""
     cases, rules = [], _regret_rules(arrays)
     for i in range(len(arrays["betas"])):
         for k in range(len(arrays["methods"])):
@@ -47,11 +47,23 @@ def _heldout_cases(arrays, j: int) -> list[tuple[list[float], bool, bool, bool]]
                     continue
                 chosen = rule_values(arrays, at, g, "heldout", 0, field="chosen_ratio")
                 held = rule_values(arrays, at, g, "heldout", 0)
-                _, a, w1, w2 = _heldout_stats(
-                    held, base_values(arrays, at, "observed", 0), best, chosen
-                )
-                cases.append((r, a, w1, w2))
+                observed = base_values(arrays, at, "observed", 0)
+                _, a, w1, w2 = _heldout_stats(held, observed, best, chosen)
+                where = (arrays["betas"][i], arrays["sample_sizes"][j], arrays["methods"][k], g)
+                cases.append((r, a, w1, w2, _one_seed_worse(held, observed, *where)))
     return cases
+
+
+def _one_seed_worse(held, observed, beta, m, method, generator) -> str:
+    """Where the held-out rule's MSE differs from observed only's at exactly one seed and
+    is larger there, the case and that difference (e.g. 'β = 1, M = 400, plm, ddpm:
+    +7.73e-03'); else "". Such a difference equals its s.e. (t = 1) whatever its size,
+    so it is never ▲."""
+    diff = np.asarray(held, np.float64) - np.asarray(observed, np.float64)
+    changed = diff[diff != 0]
+    if changed.size != 1 or changed[0] <= 0:
+        return ""
+    return f"β = {beta:g}, M = {m}, {method}, {generator}: {changed[0]:+.2e}"
 
 
 def regret_by_m_table(arrays) -> str:
@@ -85,7 +97,8 @@ def chance_note(arrays) -> str:
     with K > 0 at some seed would show by chance if no case's MSE were raised on average.
     Each such case is marked with probability at most `chance_of_worse` (less where the
     MSE falls), so the count is at most Binomial(cases, p) for independent cases; its mean
-    bounds the expected count whatever the dependence. "" with fewer than two seeds."""
+    bounds the expected count whatever the dependence. Then the cases worse at exactly one
+    seed (`_one_seed_worse`). "" with fewer than two seeds."""
     seeds = arrays["mse_all"].shape[-1]
     cases = [c for j in range(len(arrays["sample_sizes"])) for c in _heldout_cases(arrays, j)]
     if seeds < 2 or not cases:
@@ -105,7 +118,20 @@ def chance_note(arrays) -> str:
         f"{x1} and {x2}). With independent cases such a rule would show no ▲ at all with "
         f"probability {(1 - p1) ** n:.1%}{tail(x1, p1)} (> 2 s.e.: none with probability "
         f"{(1 - p2) ** n:.1%}{tail(x2, p2)}); the cases share seeds and truths, so these "
-        "probabilities are a guide, while the expected counts hold whatever the dependence.\n"
+        "probabilities are a guide, while the expected counts hold whatever the dependence."
+        + _one_seed_sentence([c[4] for c in cases if c[4]])
+        + "\n"
+    )
+
+
+def _one_seed_sentence(worse: list[str]) -> str:
+    """The cases the held-out rule made worse at exactly one seed (never ▲: t = 1)."""
+    if not worse:
+        return " No case is worse than observed only at exactly one seed."
+    return (
+        f" Worse than observed only at exactly one seed, where the paired difference equals "
+        f"its s.e. (t = 1) whatever its size, so never ▲: {len(worse)} case"
+        f"{'s' if len(worse) > 1 else ''} ({'; '.join(worse)}, the difference at that seed)."
     )
 
 
@@ -114,9 +140,9 @@ def _heldout_stats(held, observed, best, chosen) -> tuple[float, bool, bool, boo
     it took K > 0 (chosen, per seed) at some seed, and whether it is worse than observed
     only by more than one s.e. of the paired difference (the ▲ of
     `augment_summary.paired_table`) and by more than two."""
-    mu, e = paired_delta(held, observed)
     augments = bool(np.nan_to_num(np.asarray(chosen, np.float64)).max() > 0)
-    return float(paired_delta(held, best)[0]), augments, bool(mu > e), bool(mu > 2 * e)
+    worse = (worse_by(held, observed, x) for x in (1.0, 2.0))
+    return float(paired_delta(held, best)[0]), augments, *worse
 
 
 def margin_table(

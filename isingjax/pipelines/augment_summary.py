@@ -14,7 +14,7 @@ from isingjax.pipelines.augment_heldout_summary import (
     regret_by_m_table,
 )
 from isingjax.pipelines.augment_records import base_values, label, rule_values
-from isingjax.pipelines.common import paired_delta
+from isingjax.pipelines.common import paired_delta, worse_by
 
 
 def _flags(converged, nonfinite) -> str:
@@ -84,17 +84,11 @@ def rules_table(arrays, gen) -> str:
     return _table([label(a, r) for a, r in cols], arrays, row)
 
 
-def _worse(a, b) -> bool:
-    """a is worse (larger) than b by more than one s.e. of the paired difference (▲)."""
-    mu, e = paired_delta(a, b)
-    return bool(mu > e)
-
-
 def _delta(a, b, worse_mark=False) -> str:
     mu, e = paired_delta(a, b)
     if np.isnan(mu):
         return "–"
-    mark = " ▲" if worse_mark and _worse(a, b) else ""
+    mark = " ▲" if worse_mark and worse_by(a, b) else ""
     return f"{mu:+.2e} ± {e:.0e}{mark}"
 
 
@@ -180,16 +174,18 @@ def versus_l2_answers(arrays) -> str:
     m, rules = arrays["sample_sizes"][j], _augmented_arms(arrays)
     lines = []
     for g in arrays["generators"].tolist():
-        cases = []  # (mean, s.e., arm label, beta)
+        cases, wins = [], []  # (mean, s.e., arm label, beta)
         for i, beta in enumerate(arrays["betas"]):
             l2 = base_values(arrays, (i, j, k), "l2", 0)
             for a, r in rules:
-                mu, e = paired_delta(rule_values(arrays, (i, j, k), g, a, r), l2)
+                arm = rule_values(arrays, (i, j, k), g, a, r)
+                mu, e = paired_delta(arm, l2)
                 if not np.isnan(mu):
                     cases.append((float(mu), float(e), label(a, r), beta))
+                    if worse_by(l2, arm):
+                        wins.append(cases[-1])
         if not cases:
             continue
-        wins = [c for c in cases if c[0] < -c[1]]
         shown = wins if wins else [min(cases)]
         cells = ", ".join(f"{lab} at β = {b:g} ({mu:+.2e} ± {e:.0e})" for mu, e, lab, b in shown)
         answer = f"yes: {cells}" if wins else f"no; the closest: {cells}"

@@ -251,6 +251,16 @@ def paired_delta(a, b) -> tuple[np.ndarray, np.ndarray]:
     return mean_se(np.asarray(a, np.float64) - np.asarray(b, np.float64))
 
 
+def worse_by(a, b, num_se: float = 1.0) -> bool:
+    """Whether a [seeds] is larger than b by more than num_se s.e. of the paired difference.
+
+    A difference at one seed only has a mean equal to its s.e. (t = 1) whatever its size;
+    equal up to floating-point rounding counts as not more, so rounding does not decide.
+    """
+    mu, e = paired_delta(a, b)
+    return bool(mu > num_se * e and not np.isclose(mu, num_se * e, rtol=1e-9, atol=0.0))
+
+
 def new_figure(nrows: int, ncols: int, width: float, height: float):
     import matplotlib
 
