@@ -97,8 +97,9 @@ def add_generators(config: ConfigDict) -> ConfigDict:
     config.selection.rules = ("energy_variance", "heldout")
     config.selection.num_folds = 2
     # the held-out fold's score: 'own' (each estimator's own objective: screening for the
-    # erasure machine, pseudo-likelihood for the others), 'pseudo_likelihood' (every
-    # estimator by it, as before) or 'screening'; see isingjax/generators/selection.py
+    # erasure machine, pseudo-likelihood for the others) or one score for every estimator:
+    # 'pseudo_likelihood', 'interaction_screening' or 'screening'; see
+    # isingjax/generators/selection.py
     config.selection.score = "own"
     # the held-out rule keeps K = 0 unless the best K's held-out gain over it exceeds this
     # many standard errors of the per-spin gain (the one-standard-error rule; 0: best mean)

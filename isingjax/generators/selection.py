@@ -14,9 +14,17 @@ cell gains at all (a winner's curse), so `choose` can also ask every fold to con
 rows the pick was not scored on (`confirmed`): the cell the other folds' scores pick must
 gain on the fold by more than a stated number of that fold's standard errors.
 
-Two held-out scores (`SCORES`), both maximized in expectation by the true parameters:
+Three held-out scores (`SCORES`), all maximized in expectation by the true parameters:
   pseudo_likelihood  the mean log pseudo-likelihood sum_i log P(s_i | s_rest) of the
                      held-out rows (plm's objective);
+  interaction_screening
+                     -sum_i mean_mu exp(-s_i^mu h_i^mu), h_i = b_i + sum_j w_ij s_j: the
+                     local interaction screening objectives of Vuffray et al. (NeurIPS
+                     2016), one per spin. Its expectation is -sum_i <cosh(h_i - h*_i) /
+                     cosh h*_i> over the other spins (h* the true fields), highest where
+                     every field is the true one; each term is one spin's exponential,
+                     not the whole energy's, so its spread is far smaller than that of
+                     the screening score below;
   screening          -log mean_mu exp(E_theta(s^mu)), the erasure machine's objective at
                      eps = 0 (Jo et al.; the global form of the interaction screening
                      objective of Vuffray et al., NeurIPS 2016): its gradient
@@ -28,7 +36,9 @@ pseudo-likelihood for the others (for exact_ml a consistent stand-in for the lik
 whose log partition function a held-out score would have to enumerate). Scored by the
 pseudo-likelihood, the erasure machine's fits can gain held-out score while their
 parameter error rises (shrinking its couplings, as broad generated spins do, raises their
-pseudo-likelihood at n = 20, beta = 1; see the README).
+pseudo-likelihood at n = 20, beta = 1; see the README). The local interaction screening
+score does the same with the DDPM's spins, while it sees the gain that the screening
+score misses with those of the autoregressive model and masked diffusion (README).
 
 The data-copying test (Meehan, Chaudhuri & Dasgupta, AISTATS 2020), in its global form:
 the Hamming distance of every generated sample to its nearest training sample is
@@ -63,7 +73,7 @@ def fold_masks(key: jax.Array, num_samples: int, num_folds: int) -> jax.Array:
     return (fold_of[None, :] == jnp.arange(num_folds)[:, None]).astype(jnp.float32)
 
 
-SCORES = ("pseudo_likelihood", "screening")
+SCORES = ("pseudo_likelihood", "interaction_screening", "screening")
 _OWN_SCORES = {"erasure": "screening"}
 
 
@@ -79,11 +89,15 @@ def _check_score(score: str) -> None:
 
 def row_terms(params, spins, score: str = "pseudo_likelihood") -> jax.Array:
     """Per-row terms [M] of a fit's held-out score on spins [M, n]: the log pseudo-
-    likelihood of each row (score 'pseudo_likelihood', the mean of the terms) or its
-    energy E_theta(s) (score 'screening', -log of the mean of exp of the terms)."""
+    likelihood of each row (score 'pseudo_likelihood', the mean of the terms), its
+    -sum_i exp(-s_i h_i) ('interaction_screening', the mean of the terms) or its energy
+    E_theta(s) ('screening', -log of the mean of exp of the terms)."""
     _check_score(score)
     if score == "screening":
         return energy(params, spins)
+    if score == "interaction_screening":
+        fields = spins @ params.w.T + params.b
+        return -jnp.sum(jnp.exp(-spins * fields), axis=1)
     return plm.log_pseudo_likelihood(params, spins)
 
 
@@ -100,7 +114,7 @@ def heldout_row_scores(
       generated: generated spins [K_max, n].
       sizes: the K to try [R] (Python ints <= K_max; 0 = no augmentation). Each K is
         fitted on observed + generated[:K] only, one shape (one compile) per K.
-      score: 'pseudo_likelihood' or 'screening' (`SCORES`).
+      score: one of `SCORES`.
 
     Returns:
       [R, M]. Only the held-out rows' entries are held-out terms: the others were fitted.
@@ -123,7 +137,8 @@ def pooled_scores(row_scores, heldout, score: str = "pseudo_likelihood"):
     it out: (score [..., R] over the M rows, standard error [..., R] of its difference to
     the first K, which `choose` takes to be K = 0), in float64 NumPy.
 
-    'pseudo_likelihood': the mean of the row terms, and the s.e. of the mean per-row gain.
+    'pseudo_likelihood' and 'interaction_screening': the mean of the row terms, and the
+    s.e. of the mean per-row gain.
     'screening': -log mean_mu exp(t_mu), and the delta-method s.e. of the difference of
     two such scores, std_mu(a_mu / mean(a) - a0_mu / mean(a0)) / sqrt(M) with
     a = exp(t) and a0 that of the first K.
