@@ -96,18 +96,20 @@ def add_generators(config: ConfigDict) -> ConfigDict:
     # (checkpoint and K in {0} + ratios by a held-out score over K folds)
     config.selection.rules = ("energy_variance", "heldout")
     config.selection.num_folds = 2
-    # the held-out fold's score: 'own' (each estimator's own objective: screening for the
-    # erasure machine, pseudo-likelihood for the others) or one score for every estimator:
-    # 'pseudo_likelihood', 'interaction_screening' or 'screening'; see
-    # isingjax/generators/selection.py
-    config.selection.score = "own"
+    # the held-out fold's score: 'parameter_distance' (every estimator by the distance of its
+    # parameters to plm fitted on the held-out fold), 'own' (each estimator's own
+    # objective: screening for the erasure machine, pseudo-likelihood for the others; the
+    # default before 'parameter_distance') or one of 'pseudo_likelihood',
+    # 'interaction_screening', 'screening' for every estimator; see
+    # isingjax/generators/selection.py and the README
+    config.selection.score = "parameter_distance"
     # the held-out rule keeps K = 0 unless the best K's held-out gain over it exceeds this
-    # many standard errors of the per-spin gain (the one-standard-error rule; 0: best mean)
+    # many standard errors of the gain (the one-standard-error rule; 0: best mean)
     config.selection.margin_se = 1.0
     # ... and unless every fold confirms it: the (checkpoint, K) the other folds' scores
     # pick must gain on the fold by more than this many of its standard errors (0: off;
-    # guards against the winner's curse of picking the best of many cells)
-    config.selection.confirm_se = 2.0
+    # guards against the winner's curse of picking the best of many cells; 2 with 'own')
+    config.selection.confirm_se = 1.0
     return config
 
 

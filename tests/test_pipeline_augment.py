@@ -141,18 +141,12 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
                 assert all(
                     len(r["fold_scores"]) == config.selection.num_folds for r in heldout.values()
                 )
-                # each estimator by its own objective; folds of equal size (M = 40, 2
-                # folds): the pooled pseudo-likelihood is the folds' mean, the pooled
-                # screening score -log mean exp(E) is -log of the mean of exp(-fold score)
+                # every estimator by its parameters' distance to plm on the held-out
+                # fold: the pooled score is the folds' mean (each a mean over parameters)
                 for r in heldout.values():
+                    assert r["score"] == "parameter_distance"
                     folds = np.asarray(r["fold_scores"])
-                    if method == "erasure":
-                        assert r["score"] == "screening"
-                        expected = -np.log(np.mean(np.exp(-folds), axis=0))
-                    else:
-                        assert r["score"] == "pseudo_likelihood"
-                        expected = np.mean(folds, axis=0)
-                    np.testing.assert_allclose(r["scores"], expected, rtol=1e-5)
+                    np.testing.assert_allclose(r["scores"], np.mean(folds, axis=0), rtol=1e-5)
                 mean = np.asarray([heldout[s]["scores"] for s in (50, 100)])
                 se = np.asarray([heldout[s]["se"] for s in (50, 100)])
                 best = np.argwhere(mean == mean.max())
@@ -223,7 +217,7 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     (row,) = [r.split(" | ") for r in margins.splitlines() if "(this run)" in r]
     below = float(by_m[2]) < min(float(x) for x in by_m[3:-4])  # the mean regrets
     assert row[3:] == [by_m[1], by_m[2], "yes" if below else "no", *by_m[-3:]]
-    assert "| 40 | 1 | 2 (this run) |" in summary
+    assert "| 40 | 1 | 1 (this run) |" in summary
     assert "At M = 40, does an augmented plm arm beat tuned-L2 plm" in summary
     assert '"tol_se": 2.0' in summary  # the config that made it
 
@@ -349,6 +343,7 @@ def test_fits_per_k_equal_fits_with_the_spins_past_k_weighted_zero(method):
             np.testing.assert_allclose(est.w[a, r], ref.w, atol=2e-4)
             np.testing.assert_allclose(est.b[a, r], ref.b, atol=2e-4)
     held = selection.fold_masks(jax.random.key(2), 40, 2)
+    config.selection.score = "own"
     score = augment_generate.heldout_score(config, method)
     assert score == ("screening" if method == "erasure" else "pseudo_likelihood")
     terms = augment.Stages(config).scores(method, 20)(spins[:, :40], held, spins[:, 40:])
@@ -357,3 +352,17 @@ def test_fits_per_k_equal_fits_with_the_spins_past_k_weighted_zero(method):
         ref, _ = jax.jit(fit)(spins[row], weights)  # K = 2 * m_fit = 40 generated spins
         expected = selection.row_terms(ref, spins[row, :40], score)
         np.testing.assert_allclose(terms[row, 2], expected, rtol=1e-4, atol=1e-3)
+    # scored in parameter space: against plm fitted on the held-out rows, per parameter
+    config.selection.score = "parameter_distance"
+    terms = augment.Stages(config).scores(method, 20)(spins[:, :40], held, spins[:, 40:])
+    assert terms.shape == (2, 1 + len(config.augment.ratios), 6 + 15)
+    reference = jax.jit(diffusion_stage.fit_fn(config, "plm"))
+    iu = np.triu_indices(6, 1)
+    for row in range(2):
+        weights = np.concatenate([1 - held[row], np.arange(80) < 40]).astype(np.float32)
+        est, _ = jax.jit(fit)(spins[row], weights)
+        ref = reference(spins[row, :40], held[row])
+        diff = [np.asarray(est.b - ref.b), np.asarray(est.w - ref.w)[iu]]
+        np.testing.assert_allclose(
+            terms[row, 2], -(np.concatenate(diff) ** 2), rtol=1e-4, atol=1e-5
+        )

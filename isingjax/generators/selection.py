@@ -14,7 +14,7 @@ cell gains at all (a winner's curse), so `choose` can also ask every fold to con
 rows the pick was not scored on (`confirmed`): the cell the other folds' scores pick must
 gain on the fold by more than a stated number of that fold's standard errors.
 
-Three held-out scores (`SCORES`), all maximized in expectation by the true parameters:
+Four held-out scores (`SCORES`), all maximized in expectation by the true parameters:
   pseudo_likelihood  the mean log pseudo-likelihood sum_i log P(s_i | s_rest) of the
                      held-out rows (plm's objective);
   interaction_screening
@@ -30,7 +30,17 @@ Three held-out scores (`SCORES`), all maximized in expectation by the true param
                      objective of Vuffray et al., NeurIPS 2016): its gradient
                      <O exp(E_theta)>_P / <exp(E_theta)>_P vanishes at theta = truth,
                      where exp(E) erases the Boltzmann weight (every operator averages to
-                     0 over all states), and it is concave in theta (E is linear in it).
+                     0 over all states), and it is concave in theta (E is linear in it);
+  parameter_distance -mean_k (theta_k - theta_ref_k)^2 over the n(n+1)/2 parameters
+                     (b_i, w_{i<j}), theta_ref = plm fitted on the held-out fold: a
+                     score in parameter space, where the other three score predictions
+                     of the held-out spins. The reference is independent of the fit
+                     (disjoint rows), so its expectation is -(MSE of the fit + MSE of the
+                     reference) + 2 <bias of the fit, bias of the reference>: up to the
+                     reference's small bias (plm's penalty, 1 / M per coupling), the
+                     differences between fits estimate their differences in parameter
+                     MSE, the quantity the experiment reports.
+
 `own_score(method)` is each estimator's own: screening for the erasure machine, the
 pseudo-likelihood for the others (for exact_ml a consistent stand-in for the likelihood,
 whose log partition function a held-out score would have to enumerate). Scored by the
@@ -58,7 +68,7 @@ import scipy.special
 import scipy.stats
 
 from isingjax.inference import plm
-from isingjax.models import energy
+from isingjax.models import energy, flatten_params
 
 
 def fold_masks(key: jax.Array, num_samples: int, num_folds: int) -> jax.Array:
@@ -73,7 +83,7 @@ def fold_masks(key: jax.Array, num_samples: int, num_folds: int) -> jax.Array:
     return (fold_of[None, :] == jnp.arange(num_folds)[:, None]).astype(jnp.float32)
 
 
-SCORES = ("pseudo_likelihood", "interaction_screening", "screening")
+SCORES = ("pseudo_likelihood", "interaction_screening", "screening", "parameter_distance")
 _OWN_SCORES = {"erasure": "screening"}
 
 
@@ -102,10 +112,12 @@ def row_terms(params, spins, score: str = "pseudo_likelihood") -> jax.Array:
 
 
 def heldout_row_scores(
-    fit_fn, spins, heldout, generated, sizes, score: str = "pseudo_likelihood"
+    fit_fn, spins, heldout, generated, sizes, score: str = "pseudo_likelihood", reference_fn=None
 ) -> jax.Array:
     """The `row_terms` of every observed row under the estimator fitted on the training
-    rows plus the first K generated ones, per K.
+    rows plus the first K generated ones, per K; for 'parameter_distance' the terms
+    -(theta_k - theta_ref_k)^2 of every parameter (b, then w_{i<j}) instead, theta_ref the
+    reference fitted on the held-out rows.
 
     Args:
       fit_fn: (spins [N, n], weights [N]) -> IsingParams (an estimator; jit/vmap-able).
@@ -115,19 +127,29 @@ def heldout_row_scores(
       sizes: the K to try [R] (Python ints <= K_max; 0 = no augmentation). Each K is
         fitted on observed + generated[:K] only, one shape (one compile) per K.
       score: one of `SCORES`.
+      reference_fn: (spins, weights) -> IsingParams, the reference of 'parameter_distance'
+        (required there, unused otherwise).
 
     Returns:
-      [R, M]. Only the held-out rows' entries are held-out terms: the others were fitted.
+      [R, M]: only the held-out rows' entries are held-out terms (the others were
+      fitted); [R, n (n + 1) / 2] for 'parameter_distance'.
     """
     _check_score(score)
     sizes = [int(k) for k in sizes]
     if any(not 0 <= k <= generated.shape[0] for k in sizes):
         raise ValueError(f"sizes must lie in [0, {generated.shape[0]}], got {sizes}.")
+    if score == "parameter_distance":
+        if reference_fn is None:
+            raise ValueError("score 'parameter_distance' needs a reference_fn.")
+        reference = flatten_params(reference_fn(spins, heldout))
 
     def rows(k):
         data = jnp.concatenate([spins, generated[:k]])
         weights = jnp.concatenate([1.0 - heldout, jnp.ones(k, jnp.float32)])
-        return row_terms(fit_fn(data, weights), spins, score)
+        fit = fit_fn(data, weights)
+        if score == "parameter_distance":
+            return -((flatten_params(fit) - reference) ** 2)
+        return row_terms(fit, spins, score)
 
     return jnp.stack([rows(k) for k in sizes])
 
@@ -142,6 +164,9 @@ def pooled_scores(row_scores, heldout, score: str = "pseudo_likelihood"):
     'screening': -log mean_mu exp(t_mu), and the delta-method s.e. of the difference of
     two such scores, std_mu(a_mu / mean(a) - a0_mu / mean(a0)) / sqrt(M) with
     a = exp(t) and a0 that of the first K.
+    'parameter_distance': the terms are per parameter [F, ..., R, P], each fold's fit
+    against its own reference; the mean over folds and parameters, and the s.e. of the
+    mean per-parameter gain (parameters taken as independent; heldout is not used).
 
     Args:
       row_scores: [F, ..., R, M] `heldout_row_scores` of the F folds.
@@ -150,8 +175,11 @@ def pooled_scores(row_scores, heldout, score: str = "pseudo_likelihood"):
     """
     _check_score(score)
     row_scores = np.asarray(row_scores, np.float64)
-    heldout = np.asarray(heldout, np.float64)
-    rows = np.sum(row_scores * heldout[..., None, :], axis=0)  # [..., R, M]
+    if score == "parameter_distance":
+        rows = np.mean(row_scores, axis=0)  # [..., R, P]
+    else:
+        heldout = np.asarray(heldout, np.float64)
+        rows = np.sum(row_scores * heldout[..., None, :], axis=0)  # [..., R, M]
     mean = _reduce(rows, np.ones(rows.shape, bool), score)
     if score == "screening":
         ratio = np.exp(rows + mean[..., None])  # a_mu / mean(a), with a = exp(t)
@@ -163,10 +191,14 @@ def pooled_scores(row_scores, heldout, score: str = "pseudo_likelihood"):
 
 def per_fold_scores(row_scores, heldout, score: str = "pseudo_likelihood") -> np.ndarray:
     """Each fold's own held-out score [F, ..., R] (float64 NumPy) from its held-out rows'
-    terms. row_scores [F, ..., R, M], heldout [F, ..., M]."""
+    terms (from all its parameters' terms for 'parameter_distance'). row_scores
+    [F, ..., R, M], heldout [F, ..., M]."""
     _check_score(score)
+    row_scores = np.asarray(row_scores, np.float64)
+    if score == "parameter_distance":
+        return np.mean(row_scores, axis=-1)
     held = np.asarray(heldout, np.float64)[..., None, :] > 0
-    return _reduce(np.asarray(row_scores, np.float64), held, score)
+    return _reduce(row_scores, held, score)
 
 
 def _reduce(rows, held, score):

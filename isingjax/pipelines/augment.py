@@ -25,10 +25,10 @@ For every beta and sample size M, per seed (seeds mapped with `sweeps.map_solver
         heldout          (selection.rules) K-fold over the observed spins: the generator
                          retrained on the training folds, the estimator fitted on them +
                          K of its spins at each checkpoint and scored on the
-                         held-out fold (K = 0 included) by selection.score ('own':
-                         the erasure machine by the screening objective, the others
-                         by the pseudo-log-likelihood; generators/selection.py); the
-                         best score over the M observed spins picks (checkpoint, K),
+                         held-out fold (K = 0 included) by selection.score (default
+                         'parameter_distance': the distance of the fit's parameters to
+                         plm fitted on the held-out fold; generators/selection.py); the
+                         best score over the folds picks (checkpoint, K),
                          K = 0 unless its gain over K = 0 exceeds selection.margin_se
                          standard errors (the one-standard-error rule) and every fold
                          confirms augmenting (the cell the other folds pick gains on it
@@ -211,13 +211,17 @@ class Stages:
         """jit(`sweeps.map_solver` over rows): (observed [M, n], held-out mask [M],
         generated [K, n]) -> the held-out terms of every observed row [1 + R, M] under the
         fits at K in (0,) + ratios * m_fit (`selection.heldout_row_scores`, score
-        `generate.heldout_score`)."""
+        `generate.heldout_score`; per parameter [1 + R, P] for 'parameter_distance', whose
+        reference is plm with the config's options)."""
         sizes = [0] + [r * m_fit for r in self.config.augment.ratios]
         fit = diffusion_stage.fit_fn(self.config, method)
         score = generate.heldout_score(self.config, method)
+        reference = diffusion_stage.fit_fn(self.config, "plm")  # of 'parameter_distance'
 
         def build():
-            one = partial(selection.heldout_row_scores, fit, sizes=sizes, score=score)
+            one = partial(
+                selection.heldout_row_scores, fit, sizes=sizes, score=score, reference_fn=reference
+            )
             return jax.jit(sweeps.map_solver(lambda x, h, g: one(x, h, g)))
 
         return self._get(("scores", method, m_fit), build)
