@@ -1,7 +1,7 @@
 """Data augmentation for inverse Ising inference (Lim, Lee & Jo, PRE 111, 045302, 2025)
 with three generators (DDPM, masked diffusion, autoregressive), two rules that pick
-the checkpoint and K (energy variance, held-out pseudo-likelihood), and parametric-
-bootstrap, tuned-L2 and oracle baselines.
+the checkpoint and K (energy variance; held-out, by the fits' distance to plm on the
+held-out fold), and parametric-bootstrap, tuned-L2 and oracle baselines.
 
 Variants: '' (n = 20, both betas, M in (100, 400, 1600), 8 seeds), 'quick' (a few
 minutes on 2 CPU cores) and 'paper' (the full grid, for accelerators; shrink it with

@@ -84,6 +84,19 @@ def test_noise_generator_gets_no_samples_exact_generator_gets_some(method, score
         assert selection.choose(scores, SIZES, se, fold_scores=folds, **rule)[0] == 1
 
 
+def perturbed(truth, seed):
+    """Ten models near truth: symmetric coupling and bias perturbations of std 0.05 and 0.2."""
+    rng = np.random.default_rng(seed)
+    n = truth.b.shape[0]
+    for scale in (0.05, 0.2):
+        for _ in range(5):
+            dw = np.triu(rng.normal(scale=scale, size=(n, n)), 1)
+            yield ij.IsingParams(
+                w=truth.w + jnp.asarray(dw + dw.T, jnp.float32),
+                b=truth.b + jnp.asarray(rng.normal(scale=scale, size=n), jnp.float32),
+            )
+
+
 def test_screening_score_is_highest_at_the_truth():
     # Exact enumeration (n = 8): the population screening score -log sum_s P(s) exp(E(s))
     # of the truth, log Z - n log 2, is above that of every perturbed model, and the
@@ -98,15 +111,8 @@ def test_screening_score_is_highest_at_the_truth():
 
     best = population(truth)
     np.testing.assert_allclose(best, float(exact.log_partition(truth)) - 8 * np.log(2), rtol=1e-4)
-    rng = np.random.default_rng(0)
-    for scale in (0.05, 0.2):
-        for _ in range(5):
-            dw = np.triu(rng.normal(scale=scale, size=(8, 8)), 1)
-            other = ij.IsingParams(
-                w=truth.w + jnp.asarray(dw + dw.T, jnp.float32),
-                b=truth.b + jnp.asarray(rng.normal(scale=scale, size=8), jnp.float32),
-            )
-            assert population(other) < best
+    for other in perturbed(truth, seed=0):
+        assert population(other) < best
     spins = exact.sample(jax.random.key(12), truth, 20000)
     rows = selection.row_terms(truth, spins, "screening")[None, None]  # [F = 1, R = 1, M]
     mean, _ = selection.pooled_scores(rows, np.ones((1, 20000)), "screening")
@@ -135,16 +141,9 @@ def test_interaction_screening_score_against_its_closed_form_and_highest_at_the_
 
     best = population(truth)
     np.testing.assert_allclose(best, closed_form(truth), rtol=1e-5)
-    rng = np.random.default_rng(1)
-    for scale in (0.05, 0.2):
-        for _ in range(5):
-            dw = np.triu(rng.normal(scale=scale, size=(8, 8)), 1)
-            other = ij.IsingParams(
-                w=truth.w + jnp.asarray(dw + dw.T, jnp.float32),
-                b=truth.b + jnp.asarray(rng.normal(scale=scale, size=8), jnp.float32),
-            )
-            np.testing.assert_allclose(population(other), closed_form(other), rtol=1e-5)
-            assert population(other) < best
+    for other in perturbed(truth, seed=1):
+        np.testing.assert_allclose(population(other), closed_form(other), rtol=1e-5)
+        assert population(other) < best
 
 
 def test_pooled_scores_against_numpy():
