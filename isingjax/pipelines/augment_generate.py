@@ -175,7 +175,8 @@ def heldout_score(config, method: str) -> str:
 def fold_scores(config, gen, stage, workdir, root, beta, m, observed, methods):
     """The held-out rule's scores: {method: (scores [S, C, 1 + R], se [S, C, 1 + R],
     per_fold [S, C, F, 1 + R])}, the `heldout_score` of every observed spin under the fit
-    of the fold that held it out, pooled over the M spins, at every checkpoint and K in
+    of the fold that held it out, pooled over the M spins (for 'parameter_distance': of
+    every parameter of each fold's fit, pooled over folds), at every checkpoint and K in
     (0,) + ratios * M_fit, the standard errors of the gain over K = 0
     (`selection.pooled_scores`) and each fold's own score (`selection.per_fold_scores`),
     from one generator per (seed, fold) trained on the other folds; records
