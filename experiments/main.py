@@ -60,6 +60,8 @@ def main(argv):
         PIPELINES[config.experiment](config, workdir)
     except common.ConfigError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted: what had finished is in {workdir}; the same command resumes.")
     print(f"summary: {workdir}/summary.md\nfigures: {workdir}/figures/")
 
 

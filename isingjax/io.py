@@ -8,6 +8,7 @@ reported as an error naming the source, what was wrong, where, and what is allow
 
 import json
 import os
+import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -246,21 +247,25 @@ def write_config(workdir: PathLike, config) -> Path:
     return path
 
 
+_APPEND_LOCK = threading.Lock()
+
+
 def append_jsonl(path: PathLike, record: dict) -> None:
     """Appends one JSON object as a line and flushes it to disk (a finished result is kept).
 
     If an interrupted write left a partial last line, the record starts on a new line so
     only the partial one is lost (read_jsonl skips it and a rerun recomputes that cell).
     """
-    partial = False
-    if Path(path).exists() and Path(path).stat().st_size > 0:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            partial = f.read(1) != b"\n"
-    with open(path, "a") as f:
-        f.write(("\n" if partial else "") + json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    with _APPEND_LOCK:  # one line at a time from threads (runtime.run_concurrently)
+        partial = False
+        if Path(path).exists() and Path(path).stat().st_size > 0:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                partial = f.read(1) != b"\n"
+        with open(path, "a") as f:
+            f.write(("\n" if partial else "") + json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_jsonl(path: PathLike) -> list[dict]:

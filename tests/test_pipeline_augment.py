@@ -1,10 +1,12 @@
+import json
+
 import jax
 import numpy as np
 import pytest
 
 import isingjax as ij
 from configs import augment as augment_config
-from isingjax import io
+from isingjax import io, runtime
 from isingjax.diffusion import criterion
 from isingjax.generators import selection
 from isingjax.pipelines import (
@@ -238,6 +240,24 @@ def test_augment_pipeline_end_to_end_and_resume(tmp_path):
     np.testing.assert_allclose(cases["augmented", "1/(M+K)"], ev, rtol=1e-3)
     np.testing.assert_allclose(cases["observed", "1/M"], observed[0], rtol=1e-3)
     assert "| 1 | 40 | 80 | plm | augmented | 1/M |" in (tmp_path / "penalty_split.md").read_text()
+
+
+@pytest.mark.slow
+def test_generators_side_by_side_give_the_results_of_one_after_another(tmp_path, monkeypatch):
+    config = tiny_config()
+    config.inference.methods = ("plm",)
+    config.generator.names = ("autoregressive", "masked")
+    augment.run(config, tmp_path / "side_by_side")
+    monkeypatch.setattr(runtime, "run_concurrently", lambda tasks: [task() for task in tasks])
+    augment.run(config, tmp_path / "one_after_another")
+
+    def lines(run, name):  # the lines in order, without the training times
+        records = io.read_jsonl(tmp_path / run / name)
+        return sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}) for r in records)
+
+    for name in ("results.jsonl", "metrics.jsonl"):
+        assert lines("side_by_side", name) == lines("one_after_another", name)
+    assert len(lines("side_by_side", "results.jsonl")) == 2 * (6 + 2 * 9)  # seeds x cells
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 """Entry-point set-up: the compilation cache, the console filter, progress lines."""
 
 import logging as std_logging
+import threading
+import time
 from pathlib import Path
 
 import jax
@@ -66,3 +68,28 @@ def test_progress_of_a_resumed_loop_counts_from_where_it_resumed(monkeypatch):
     progress.step(at=6)  # resumed after 5 chunks: one chunk in 30 s, 2 left
     progress.step(at=7)
     assert lines == ["chunks 6/8 (30s elapsed, ~1m00s left)", "chunks 7/8 (50s elapsed, ~25s left)"]
+
+
+def test_tasks_run_side_by_side_and_the_first_error_comes_after_all_have_finished():
+    # Each task waits for the other at a barrier: one after another, the first would
+    # wait forever (the timeout turns that into BrokenBarrierError).
+    barrier, finished = threading.Barrier(2, timeout=10), []
+
+    def task(name):
+        barrier.wait()
+        finished.append(name)
+
+    runtime.run_concurrently([lambda: task("a"), lambda: task("b")])
+    assert sorted(finished) == ["a", "b"]
+
+    def failing():
+        raise ValueError("task failed")
+
+    def slow():
+        time.sleep(0.2)
+        finished.append("slow")
+
+    with pytest.raises(ValueError, match="task failed"):
+        runtime.run_concurrently([failing, slow])
+    assert finished[-1] == "slow"  # the other task ran to its end
+    runtime.run_concurrently([])  # nothing to do

@@ -49,6 +49,10 @@ For every beta and sample size M, per seed (seeds mapped with `sweeps.map_solver
    every checkpoint and seed). Every cell records whether its fits converged (the
    estimator's info['converged']) and the generated cells the number of non-finite values
    the generator produced (an error unless augment.allow_nonfinite).
+   The generators of a block are independent and run side by side, one thread each
+   (`runtime.run_concurrently`): one generator's training overlaps another's fits, with
+   the results of running them one after another (the training times in metrics.jsonl
+   are then wall times shared with the other generators).
 
 Outputs: config.json, metrics.jsonl (training losses, per-checkpoint criterion and
 generator checks, held-out scores), results.jsonl (one line per (beta, M, method,
@@ -61,6 +65,7 @@ generated sets are not recomputed.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from functools import partial
 
@@ -196,16 +201,17 @@ class Stages:
     """The jitted functions of a run, built once and shared by blocks of equal shapes."""
 
     def __init__(self, config):
-        self.config, self._cache = config, {}
+        self.config, self._cache, self._lock = config, {}, threading.Lock()
         self.infer_observed = jax.jit(
             sweeps.map_solver(diffusion_stage.fit_fn(config, config.criterion.method))
         )
         self.checks = generate.checkpoint_checks(config)
 
     def _get(self, key, build):
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
+        with self._lock:  # the generators of a block ask from threads of their own
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]
 
     def scores(self, method, m_fit):
         """jit(`sweeps.map_solver` over rows): (observed [M, n], held-out mask [M],
@@ -374,7 +380,7 @@ def run(config, workdir) -> list[dict]:
     root = jax.random.key(config.seed)
     stages = Stages(config)
     gens = {name: generator_stage.Generator(name, config) for name in config.generator.names}
-    seeds, start = np.arange(config.num_seeds), time.time()
+    start = time.time()
     blocks = [
         (beta, m)
         for beta in (float(b) for b in config.model.betas)
@@ -383,61 +389,7 @@ def run(config, workdir) -> list[dict]:
     ]
     progress = runtime.Progress("augment: (beta, M) blocks", len(blocks))
     for beta, m in blocks:
-        cells = set(augment_records.cells(config, beta, m))
-        setup = jax.jit(
-            jax.vmap(lambda s, m=m, beta=beta: generate.truth_and_data(config, s, root, beta, m))
-        )
-        truth, observed, _ = setup(jnp.asarray(seeds))
-        for method in config.inference.methods:
-            if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
-                out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
-                records = augment_records.base_records(out, beta, m, method, config)
-                sweeps.append_cells(results_path, records, done, COORDS)
-        observed_of = {
-            (r["method"], r["seed"]): r
-            for r in io.read_jsonl(results_path)
-            if (r["beta"], r["num_samples"], r["arm"]) == (beta, m, "observed")
-        }
-        for name, gen in gens.items():
-            todo = [
-                x
-                for x in config.inference.methods
-                if not {c for c in cells if c[2] == x and c[3] == name} <= done
-            ]
-            if not todo:
-                continue
-            steps, spins, ev_steps, nonfinite = generate.full_generator(
-                config, gen, stages, workdir, root, beta, m, truth, observed
-            )
-            choices = {"energy_variance": [(s, 0) for s in ev_steps]}
-            if "heldout" in config.selection.rules:
-                _, scores = generate.fold_scores(
-                    config, gen, stages, workdir, root, beta, m, observed, todo
-                )
-            k_max = max(config.augment.ratios) * m
-            ev_generated = spins[np.arange(len(seeds)), [steps.index(s) for s in ev_steps], :k_max]
-            for method in todo:
-                inputs = {"seed": seeds.astype(np.int32), "generated": spins[:, :, :k_max]}
-                inputs["ev_generated"] = ev_generated
-                out = sweeps.run_over_seeds(stages.grid(method, m), inputs, root, beta)
-                observed_records = [observed_of[method, s] for s in seeds]
-                rule_picks = dict(choices)
-                if "heldout" in config.selection.rules:
-                    rule_picks["heldout"] = generate.heldout_picks(*scores[method], steps, config)
-                rule_picks["hindsight"] = generate.hindsight(out, steps, observed_records, config)
-                records = augment_records.grid_records(
-                    out,
-                    beta,
-                    m,
-                    method,
-                    name,
-                    steps,
-                    rule_picks,
-                    observed_records,
-                    config,
-                    nonfinite,
-                )
-                sweeps.append_cells(results_path, records, done, COORDS)
+        run_block(config, stages, gens, workdir, root, beta, m, done)
         progress.step(f"beta={beta:g} M={m}")
     records = io.read_jsonl(results_path)
     arrays = augment_records.write_npz(workdir / "results.npz", records, config)
@@ -449,6 +401,71 @@ def run(config, workdir) -> list[dict]:
     figures.plot_all(workdir / "figures", arrays, records, checks, config, seed0)
     logging.info("augment: done in %.1fs; outputs in %s", time.time() - start, workdir)
     return records
+
+
+def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
+    """The cells of block (beta, M) not yet in done (appended to the workdir's
+    results.jsonl and added to done): the arms without a generator, then every
+    generator's, the generators side by side (`runtime.run_concurrently`: one generator's
+    training overlaps another's fits; the same results as one after another)."""
+    results_path = workdir / "results.jsonl"
+    seeds = np.arange(config.num_seeds)
+    cells = set(augment_records.cells(config, beta, m))
+    setup = jax.jit(jax.vmap(lambda s: generate.truth_and_data(config, s, root, beta, m)))
+    truth, observed, _ = setup(jnp.asarray(seeds))
+    for method in config.inference.methods:
+        if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
+            out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
+            records = augment_records.base_records(out, beta, m, method, config)
+            sweeps.append_cells(results_path, records, done, COORDS)
+    observed_of = {
+        (r["method"], r["seed"]): r
+        for r in io.read_jsonl(results_path)
+        if (r["beta"], r["num_samples"], r["arm"]) == (beta, m, "observed")
+    }
+
+    def generator_cells(name, gen):
+        todo = [
+            x
+            for x in config.inference.methods
+            if not {c for c in cells if c[2] == x and c[3] == name} <= done
+        ]
+        if not todo:
+            return
+        steps, spins, ev_steps, nonfinite = generate.full_generator(
+            config, gen, stages, workdir, root, beta, m, truth, observed
+        )
+        choices = {"energy_variance": [(s, 0) for s in ev_steps]}
+        if "heldout" in config.selection.rules:
+            _, scores = generate.fold_scores(
+                config, gen, stages, workdir, root, beta, m, observed, todo
+            )
+        k_max = max(config.augment.ratios) * m
+        ev_generated = spins[np.arange(len(seeds)), [steps.index(s) for s in ev_steps], :k_max]
+        for method in todo:
+            inputs = {"seed": seeds.astype(np.int32), "generated": spins[:, :, :k_max]}
+            inputs["ev_generated"] = ev_generated
+            out = sweeps.run_over_seeds(stages.grid(method, m), inputs, root, beta)
+            observed_records = [observed_of[method, s] for s in seeds]
+            rule_picks = dict(choices)
+            if "heldout" in config.selection.rules:
+                rule_picks["heldout"] = generate.heldout_picks(*scores[method], steps, config)
+            rule_picks["hindsight"] = generate.hindsight(out, steps, observed_records, config)
+            records = augment_records.grid_records(
+                out,
+                beta,
+                m,
+                method,
+                name,
+                steps,
+                rule_picks,
+                observed_records,
+                config,
+                nonfinite,
+            )
+            sweeps.append_cells(results_path, records, done, COORDS)
+
+    runtime.run_concurrently([partial(generator_cells, *item) for item in gens.items()])
 
 
 def _seed0(workdir, records, config, root):
