@@ -206,7 +206,8 @@ def generator_table(checks, config) -> str:
     beside the expectation for exact samples; the data-copying test of the fold
     generators (Z, fraction of seeds x folds with p < 0.05), the held-out log-likelihood
     (exact: MADE; ELBO: masked; none: DDPM) of the held-out folds, and the training
-    seconds (all seeds, full + fold generators, over resumes)."""
+    seconds (wall time of all seeds, full + fold generators, over resumes; the generators
+    of a block run side by side, so each one's share the CPU with the others')."""
     heads = [
         "β",
         "M",
@@ -281,7 +282,11 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
             "plm, paired per seed (negative: augmentation is better)",
             versus_l2_table(arrays) + "\n" + versus_l2_answers(arrays),
         ),
-        ("Generator checks at the last checkpoint", generator_table(checks, config)),
+        (
+            "Generator checks at the last checkpoint (train s: wall seconds, while the other "
+            "generators of the block ran beside it)",
+            generator_table(checks, config),
+        ),
     ]
     if "heldout" in arrays["rule_arms"]:
         sections[-2:-2] = [
