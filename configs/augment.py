@@ -38,7 +38,8 @@ def get_config(arg: str | None = None):
     base_config.add_diffusion(config)
     # half the widths of base_config's DDPM, and checkpoints every 1000 steps for every
     # generator (the grid fits, fold scores and reverse processes run per checkpoint):
-    # 23.6 min on 2 AVX2 cores instead of ~47, the DDPM's KL to the truth higher (README)
+    # 23.6 min on 2 AVX2 cores instead of ~47 (14.9 min since the generators run side by
+    # side), the DDPM's KL to the truth higher (README)
     config.diffusion.widths = (32, 64, 128)
     config.diffusion.time_dim = 32
     config.diffusion.train_steps = 2000

@@ -405,24 +405,30 @@ def run(config, workdir) -> list[dict]:
 
 def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
     """The cells of block (beta, M) not yet in done (appended to the workdir's
-    results.jsonl and added to done): the arms without a generator, then every
-    generator's, the generators side by side (`runtime.run_concurrently`: one generator's
-    training overlaps another's fits; the same results as one after another)."""
+    results.jsonl and added to done): every estimator's arms without a generator and
+    every generator's cells, side by side (`runtime.run_concurrently`: one generator's
+    training overlaps another's fits and the arms without a generator; the same results
+    as one after another). A generator's rules need the observed-only fits, so its grid
+    waits for them."""
     results_path = workdir / "results.jsonl"
     seeds = np.arange(config.num_seeds)
     cells = set(augment_records.cells(config, beta, m))
     setup = jax.jit(jax.vmap(lambda s: generate.truth_and_data(config, s, root, beta, m)))
     truth, observed, _ = setup(jnp.asarray(seeds))
-    for method in config.inference.methods:
-        if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
-            out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
-            records = augment_records.base_records(out, beta, m, method, config)
-            sweeps.append_cells(results_path, records, done, COORDS)
-    observed_of = {
-        (r["method"], r["seed"]): r
-        for r in io.read_jsonl(results_path)
-        if (r["beta"], r["num_samples"], r["arm"]) == (beta, m, "observed")
-    }
+    base_locks = {method: threading.Lock() for method in config.inference.methods}
+
+    def base_cells(method):  # once, whichever task asks first; the others wait for it
+        with base_locks[method]:
+            if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
+                out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
+                records = augment_records.base_records(out, beta, m, method, config)
+                sweeps.append_cells(results_path, records, done, COORDS)
+        of_seed = {
+            r["seed"]: r
+            for r in io.read_jsonl(results_path)
+            if (r["beta"], r["num_samples"], r["method"], r["arm"]) == (beta, m, method, "observed")
+        }
+        return [of_seed[s] for s in seeds]
 
     def generator_cells(name, gen):
         todo = [
@@ -446,7 +452,7 @@ def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
             inputs = {"seed": seeds.astype(np.int32), "generated": spins[:, :, :k_max]}
             inputs["ev_generated"] = ev_generated
             out = sweeps.run_over_seeds(stages.grid(method, m), inputs, root, beta)
-            observed_records = [observed_of[method, s] for s in seeds]
+            observed_records = base_cells(method)
             rule_picks = dict(choices)
             if "heldout" in config.selection.rules:
                 rule_picks["heldout"] = generate.heldout_picks(*scores[method], steps, config)
@@ -465,7 +471,10 @@ def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
             )
             sweeps.append_cells(results_path, records, done, COORDS)
 
-    runtime.run_concurrently([partial(generator_cells, *item) for item in gens.items()])
+    runtime.run_concurrently(
+        [partial(base_cells, method) for method in config.inference.methods]
+        + [partial(generator_cells, *item) for item in gens.items()]
+    )
 
 
 def _seed0(workdir, records, config, root):
