@@ -251,7 +251,7 @@ def test_generators_side_by_side_give_the_results_of_one_after_another(tmp_path,
     monkeypatch.setattr(runtime, "run_concurrently", lambda tasks: [task() for task in tasks])
     augment.run(config, tmp_path / "one_after_another")
 
-    def lines(run, name):  # the lines in order, without the training times
+    def lines(run, name):  # sorted (their order differs), without the training times
         records = io.read_jsonl(tmp_path / run / name)
         return sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}) for r in records)
 

@@ -49,10 +49,10 @@ For every beta and sample size M, per seed (seeds mapped with `sweeps.map_solver
    every checkpoint and seed). Every cell records whether its fits converged (the
    estimator's info['converged']) and the generated cells the number of non-finite values
    the generator produced (an error unless augment.allow_nonfinite).
-   The generators of a block are independent and run side by side, one thread each
-   (`runtime.run_concurrently`): one generator's training overlaps another's fits, with
-   the results of running them one after another (the training times in metrics.jsonl
-   are then wall times shared with the other generators).
+   The generators of a block and the estimators' arms without a generator run side by
+   side, one thread each (`run_block`, `runtime.run_concurrently`): one generator's
+   training overlaps another's fits, with the results of running them one after another
+   (the training times in metrics.jsonl are then wall times shared with the other tasks).
 
 Outputs: config.json, metrics.jsonl (training losses, per-checkpoint criterion and
 generator checks, held-out scores), results.jsonl (one line per (beta, M, method,
@@ -208,7 +208,7 @@ class Stages:
         self.checks = generate.checkpoint_checks(config)
 
     def _get(self, key, build):
-        with self._lock:  # the generators of a block ask from threads of their own
+        with self._lock:  # the tasks of a block ask from threads of their own
             if key not in self._cache:
                 self._cache[key] = build()
             return self._cache[key]

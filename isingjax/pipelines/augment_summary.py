@@ -206,8 +206,8 @@ def generator_table(checks, config) -> str:
     beside the expectation for exact samples; the data-copying test of the fold
     generators (Z, fraction of seeds x folds with p < 0.05), the held-out log-likelihood
     (exact: MADE; ELBO: masked; none: DDPM) of the held-out folds, and the training
-    seconds (wall time of all seeds, full + fold generators, over resumes; the generators
-    of a block run side by side, so each one's share the CPU with the others')."""
+    seconds (wall time of all seeds, full + fold generators, over resumes; a block's
+    generators and fits run side by side, so each one's share the CPU with the others')."""
     heads = [
         "β",
         "M",
@@ -283,8 +283,8 @@ def summary_sections(arrays, checks, config) -> list[tuple[str, str]]:
             versus_l2_table(arrays) + "\n" + versus_l2_answers(arrays),
         ),
         (
-            "Generator checks at the last checkpoint (train s: wall seconds, while the other "
-            "generators of the block ran beside it)",
+            "Generator checks at the last checkpoint (train s: wall seconds, while the block's "
+            "other tasks ran beside it)",
             generator_table(checks, config),
         ),
     ]
