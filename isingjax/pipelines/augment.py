@@ -50,9 +50,10 @@ For every beta and sample size M, per seed (seeds mapped with `sweeps.map_solver
    estimator's info['converged']) and the generated cells the number of non-finite values
    the generator produced (an error unless augment.allow_nonfinite).
    The generators of a block and the estimators' arms without a generator run side by
-   side, one thread each (`run_block`, `runtime.run_concurrently`): one generator's
-   training overlaps another's fits, with the results of running them one after another
-   (the training times in metrics.jsonl are then wall times shared with the other tasks).
+   side, one thread each (`augment_generate.run_block`, `runtime.run_concurrently`): one
+   generator's training overlaps another's fits, with the results of running them one
+   after another (the training times in metrics.jsonl are then wall times shared with
+   the other tasks).
 
 Outputs: config.json, metrics.jsonl (training losses, per-checkpoint criterion and
 generator checks, held-out scores), results.jsonl (one line per (beta, M, method,
@@ -389,7 +390,7 @@ def run(config, workdir) -> list[dict]:
     ]
     progress = runtime.Progress("augment: (beta, M) blocks", len(blocks))
     for beta, m in blocks:
-        run_block(config, stages, gens, workdir, root, beta, m, done)
+        generate.run_block(config, stages, gens, workdir, root, beta, m, done)
         progress.step(f"beta={beta:g} M={m}")
     records = io.read_jsonl(results_path)
     arrays = augment_records.write_npz(workdir / "results.npz", records, config)
@@ -401,80 +402,6 @@ def run(config, workdir) -> list[dict]:
     figures.plot_all(workdir / "figures", arrays, records, checks, config, seed0)
     logging.info("augment: done in %.1fs; outputs in %s", time.time() - start, workdir)
     return records
-
-
-def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
-    """The cells of block (beta, M) not yet in done (appended to the workdir's
-    results.jsonl and added to done): every estimator's arms without a generator and
-    every generator's cells, side by side (`runtime.run_concurrently`: one generator's
-    training overlaps another's fits and the arms without a generator; the same results
-    as one after another). A generator's rules need the observed-only fits, so its grid
-    waits for them."""
-    results_path = workdir / "results.jsonl"
-    seeds = np.arange(config.num_seeds)
-    cells = set(augment_records.cells(config, beta, m))
-    setup = jax.jit(jax.vmap(lambda s: generate.truth_and_data(config, s, root, beta, m)))
-    truth, observed, _ = setup(jnp.asarray(seeds))
-    base_locks = {method: threading.Lock() for method in config.inference.methods}
-
-    def base_cells(method):  # once, whichever task asks first; the others wait for it
-        with base_locks[method]:
-            if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
-                out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
-                records = augment_records.base_records(out, beta, m, method, config)
-                sweeps.append_cells(results_path, records, done, COORDS)
-        of_seed = {
-            r["seed"]: r
-            for r in io.read_jsonl(results_path)
-            if (r["beta"], r["num_samples"], r["method"], r["arm"]) == (beta, m, method, "observed")
-        }
-        return [of_seed[s] for s in seeds]
-
-    def generator_cells(name, gen):
-        todo = [
-            x
-            for x in config.inference.methods
-            if not {c for c in cells if c[2] == x and c[3] == name} <= done
-        ]
-        if not todo:
-            return
-        steps, spins, ev_steps, nonfinite = generate.full_generator(
-            config, gen, stages, workdir, root, beta, m, truth, observed
-        )
-        choices = {"energy_variance": [(s, 0) for s in ev_steps]}
-        if "heldout" in config.selection.rules:
-            _, scores = generate.fold_scores(
-                config, gen, stages, workdir, root, beta, m, observed, todo
-            )
-        k_max = max(config.augment.ratios) * m
-        ev_generated = spins[np.arange(len(seeds)), [steps.index(s) for s in ev_steps], :k_max]
-        for method in todo:
-            inputs = {"seed": seeds.astype(np.int32), "generated": spins[:, :, :k_max]}
-            inputs["ev_generated"] = ev_generated
-            out = sweeps.run_over_seeds(stages.grid(method, m), inputs, root, beta)
-            observed_records = base_cells(method)
-            rule_picks = dict(choices)
-            if "heldout" in config.selection.rules:
-                rule_picks["heldout"] = generate.heldout_picks(*scores[method], steps, config)
-            rule_picks["hindsight"] = generate.hindsight(out, steps, observed_records, config)
-            records = augment_records.grid_records(
-                out,
-                beta,
-                m,
-                method,
-                name,
-                steps,
-                rule_picks,
-                observed_records,
-                config,
-                nonfinite,
-            )
-            sweeps.append_cells(results_path, records, done, COORDS)
-
-    runtime.run_concurrently(
-        [partial(base_cells, method) for method in config.inference.methods]
-        + [partial(generator_cells, *item) for item in gens.items()]
-    )
 
 
 def _seed0(workdir, records, config, root):

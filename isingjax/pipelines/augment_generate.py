@@ -1,22 +1,25 @@
 """The data and the generators of the `augment` pipeline (isingjax/pipelines/augment.py):
 every seed's keys, true model and spins; per generator the training on all observed
 spins with the spins and checks of every checkpoint, the fold generators and held-out
-scores of the held-out rule, and the rules' picks from the grid."""
+scores of the held-out rule, the rules' picks from the grid, and one (beta, M) block's
+cells with its tasks side by side (`run_block`)."""
 
 from __future__ import annotations
 
 import math
+import threading
+from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from isingjax import exact, io, metrics, sweeps
+from isingjax import exact, io, metrics, runtime, sweeps
 from isingjax.diffusion import criterion, sampling
 from isingjax.generators import selection
 from isingjax.models import energy, sk_model
-from isingjax.pipelines import common
+from isingjax.pipelines import augment_records, common
 
 
 def named_keys(root, seed):
@@ -306,3 +309,75 @@ def heldout_picks(scores, se, per_fold, steps, config):
         )
         picks.append((steps[c] if ratio else 0, ratio))
     return picks
+
+
+def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
+    """The cells of block (beta, M) not yet in done (appended to the workdir's
+    results.jsonl and added to done): every estimator's arms without a generator and
+    every generator's cells, side by side (`runtime.run_concurrently`: one generator's
+    training overlaps another's fits and the arms without a generator; the same results
+    as one after another). A generator's rules need the observed-only fits, so its grid
+    waits for them."""
+    results_path = workdir / "results.jsonl"
+    seeds = np.arange(config.num_seeds)
+    cells = set(augment_records.cells(config, beta, m))
+    setup = jax.jit(jax.vmap(lambda s: truth_and_data(config, s, root, beta, m)))
+    truth, observed, _ = setup(jnp.asarray(seeds))
+    base_locks = {method: threading.Lock() for method in config.inference.methods}
+
+    def base_cells(method):  # once, whichever task asks first; the others wait for it
+        with base_locks[method]:
+            if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
+                out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
+                records = augment_records.base_records(out, beta, m, method, config)
+                sweeps.append_cells(results_path, records, done, augment_records.COORDS)
+        of_seed = {
+            r["seed"]: r
+            for r in io.read_jsonl(results_path)
+            if (r["beta"], r["num_samples"], r["method"], r["arm"]) == (beta, m, method, "observed")
+        }
+        return [of_seed[s] for s in seeds]
+
+    def generator_cells(name, gen):
+        todo = [
+            x
+            for x in config.inference.methods
+            if not {c for c in cells if c[2] == x and c[3] == name} <= done
+        ]
+        if not todo:
+            return
+        steps, spins, ev_steps, nonfinite = full_generator(
+            config, gen, stages, workdir, root, beta, m, truth, observed
+        )
+        choices = {"energy_variance": [(s, 0) for s in ev_steps]}
+        if "heldout" in config.selection.rules:
+            _, scores = fold_scores(config, gen, stages, workdir, root, beta, m, observed, todo)
+        k_max = max(config.augment.ratios) * m
+        ev_generated = spins[np.arange(len(seeds)), [steps.index(s) for s in ev_steps], :k_max]
+        for method in todo:
+            inputs = {"seed": seeds.astype(np.int32), "generated": spins[:, :, :k_max]}
+            inputs["ev_generated"] = ev_generated
+            out = sweeps.run_over_seeds(stages.grid(method, m), inputs, root, beta)
+            observed_records = base_cells(method)
+            rule_picks = dict(choices)
+            if "heldout" in config.selection.rules:
+                rule_picks["heldout"] = heldout_picks(*scores[method], steps, config)
+            rule_picks["hindsight"] = hindsight(out, steps, observed_records, config)
+            records = augment_records.grid_records(
+                out,
+                beta,
+                m,
+                method,
+                name,
+                steps,
+                rule_picks,
+                observed_records,
+                config,
+                nonfinite,
+            )
+            sweeps.append_cells(results_path, records, done, augment_records.COORDS)
+
+    runtime.run_concurrently(
+        [partial(base_cells, method) for method in config.inference.methods]
+        + [partial(generator_cells, *item) for item in gens.items()]
+    )
