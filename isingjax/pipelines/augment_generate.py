@@ -324,19 +324,23 @@ def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
     setup = jax.jit(jax.vmap(lambda s: truth_and_data(config, s, root, beta, m)))
     truth, observed, _ = setup(jnp.asarray(seeds))
     base_locks = {method: threading.Lock() for method in config.inference.methods}
+    observed_of = {}  # method -> its observed-only records per seed
 
     def base_cells(method):  # once, whichever task asks first; the others wait for it
         with base_locks[method]:
-            if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
-                out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
-                records = augment_records.base_records(out, beta, m, method, config)
-                sweeps.append_cells(results_path, records, done, augment_records.COORDS)
-        of_seed = {
-            r["seed"]: r
-            for r in io.read_jsonl(results_path)
-            if (r["beta"], r["num_samples"], r["method"], r["arm"]) == (beta, m, method, "observed")
-        }
-        return [of_seed[s] for s in seeds]
+            if method not in observed_of:
+                if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
+                    out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
+                    records = augment_records.base_records(out, beta, m, method, config)
+                    sweeps.append_cells(results_path, records, done, augment_records.COORDS)
+                of_seed = {
+                    r["seed"]: r
+                    for r in io.read_jsonl(results_path)
+                    if (r["beta"], r["num_samples"], r["method"], r["arm"])
+                    == (beta, m, method, "observed")
+                }
+                observed_of[method] = [of_seed[s] for s in seeds]
+            return observed_of[method]
 
     def generator_cells(name, gen):
         todo = [
