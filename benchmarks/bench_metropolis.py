@@ -17,7 +17,8 @@ update h += w delta). It prints:
     same direct-call rate beside a plain NumPy sampler written here (the same algorithm,
     vectorized chains, rank-1 field update after every site);
   * the headline call at block sizes 32, 64 and 128 (first call and best of three later
-    ones, against the run's best bound), and with each form of the field-update product
+    ones, against the run's best bound), with its chains in 1 and 2 groups run side by side
+    (`chain_groups`; the machine's default marked), and with each form of the field-update product
     (float32; bfloat16x3, the exact three-part bfloat16 product) at the default block
     size, the machine's default (`mcmc_kernels.default_field_product`) marked;
   * where a sweep's time goes (4096 chains, default block size), from the XLA CPU
@@ -67,13 +68,11 @@ def matmul_gflops(size=2048, repeats=5):
     return flops / t_np / 1e9, flops / t_jax / 1e9
 
 
-def direct_call(
-    n, chains, burn_in=BURN_IN, repeats=3, paired=False, block_size=None, field_product=None
-):
+def direct_call(n, chains, burn_in=BURN_IN, repeats=3, paired=False, **options):
     """Times ij.metropolis called directly: first call, then `repeats` calls, same shapes.
 
-    Every call gets a new key and new params (block_size, field_product None: the
-    defaults). Returns
+    Every call gets a new key and new params; `options` (block_size, field_product,
+    chain_groups) go to ij.metropolis (none given: its defaults). Returns
     (first-call seconds, best later seconds, best attempts/s, fractions of the bound):
     with paired=True each later call comes right after a matmul measurement, and its
     fraction uses that bound, so a change of the machine's load during the run does not
@@ -93,8 +92,7 @@ def direct_call(
             num_samples=chains,
             num_chains=chains,
             burn_in=burn_in,
-            block_size=block_size,
-            field_product=field_product,
+            **options,
         )
         samples.block_until_ready()
         times.append(time.perf_counter() - start)
@@ -283,6 +281,16 @@ def main():
             first, later, rate, _ = direct_call(n, HEADLINE_CHAINS, block_size=block_size)
             print(
                 f"  n={n:>4}, B={block_size:>3}: first call {first:.2f} s, best later call "
+                f"{later:.3f} s = {rate / (gf * 1e9 / (2 * n)):.1%} of the bound",
+                flush=True,
+            )
+    groups = mcmc.chain_groups(HEADLINE_CHAINS)
+    print(f"\nchain groups run side by side, the headline call (this machine's default: {groups})")
+    for n in headline_sizes:
+        for g in sorted({1, 2, groups}):
+            first, later, rate, _ = direct_call(n, HEADLINE_CHAINS, chain_groups=g)
+            print(
+                f"  n={n:>4}, {g} group(s): first call {first:.2f} s, best later call "
                 f"{later:.3f} s = {rate / (gf * 1e9 / (2 * n)):.1%} of the bound",
                 flush=True,
             )

@@ -14,6 +14,7 @@ configurations.
 from __future__ import annotations
 
 import functools
+import os
 from typing import NamedTuple
 
 import jax
@@ -34,8 +35,10 @@ from isingjax.mcmc_kernels import (
     uniform_spins,
 )
 from isingjax.models import IsingParams, check_params
+from isingjax.runtime import run_concurrently
 
 MAX_BLOCK_SIZE = 256  # the sites of a block are unrolled into the compiled sweep
+MIN_GROUP_CHAINS = 256  # `chain_groups`: fewer chains per group are not split further
 
 
 def default_block_size(n: int) -> int:
@@ -88,10 +91,11 @@ def integrated_autocorr_time(x: jax.Array, c: float = 5.0) -> jax.Array:
     return jnp.where(acf[0] > 0, taus[window], 1.0)
 
 
-def _swap(key, state_e, labels, betas, parity):
+def _swap(key, state_e, labels, betas, parity, chains, num_chains):
     """Replica exchange between temperature pairs (k, k+1) with k % 2 == parity.
 
-    labels [R, C]: temperature index of each replica; state_e [R, C] energies.
+    labels [R, C]: temperature index of each replica; state_e [R, C] energies of the
+    chains `chains` [C] among num_chains (their columns of the whole run's uniforms).
     Returns the new labels and accepted swaps [R - 1, C].
     """
     num_temps = betas.shape[0]
@@ -99,7 +103,7 @@ def _swap(key, state_e, labels, betas, parity):
     e = jnp.take_along_axis(state_e, pos, axis=0)
     log_ratio = (betas[:-1, None] - betas[1:, None]) * (e[:-1] - e[1:])
     pair = (jnp.arange(num_temps - 1) % 2 == parity)[:, None]
-    log_u = jnp.log(jax.random.uniform(key, log_ratio.shape))
+    log_u = jnp.log(jax.random.uniform(key, (num_temps - 1, num_chains))[:, chains])
     accept = pair & (log_u < log_ratio)  # [R - 1, C]
     no = jnp.zeros((1,) + accept.shape[1:], bool)
     down, up = jnp.concatenate([accept, no]), jnp.concatenate([no, accept])
@@ -158,8 +162,31 @@ def geometric_betas(num_temps: int, beta_min: float = 0.2) -> tuple[float, ...]:
     return tuple(float(b) for b in ladder[:-1]) + (1.0,)
 
 
-def _run(fn, key, params, betas, init_spins, *, block_size, field_product, **sizes):
-    """Validates the arguments in Python (naming `fn` in errors), then runs the compiled core."""
+def chain_groups(num_chains: int) -> int:
+    """How many groups of chains a call runs side by side when the caller gives none.
+
+    On a CPU, XLA runs a sweep's ~120 kernels per block one after another, most of them
+    small (one site's values over the chains), so one program leaves the cores partly idle;
+    two programs on half the chains each, in threads of their own, overlap. On the 2-core
+    CPU, n = 256 and 4096 chains, two groups ran the 21-sweep call 1.5x faster than one
+    (benchmarks/bench_metropolis.py, README). So: one group per CPU core the process may
+    use, as many as divide num_chains into groups of at least MIN_GROUP_CHAINS chains;
+    a single group on GPUs and TPUs, whose one program already fills the device.
+    """
+    if jax.default_backend() != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    fits = [g for g in range(2, cores + 1) if not num_chains % g]
+    return max([g for g in fits if num_chains // g >= MIN_GROUP_CHAINS], default=1)
+
+
+def _run(fn, key, params, betas, init_spins, *, block_size, field_product, groups, **sizes):
+    """Validates the arguments in Python (naming `fn` in errors), then runs the compiled core:
+    `groups` groups of chains side by side (threads; None: `chain_groups`), or one when
+    called under a JAX transformation (jit, vmap)."""
     n = check_params(params)
     _check_run_args(fn, block_size=block_size, **sizes)
     if field_product is not None and field_product not in FIELD_PRODUCTS:
@@ -167,20 +194,56 @@ def _run(fn, key, params, betas, init_spins, *, block_size, field_product, **siz
             f"{fn}: field_product must be None or one of {FIELD_PRODUCTS}, got {field_product!r}."
         )
     _check_init(fn, init_spins, sizes["num_chains"], n)
+    num_chains = int(sizes["num_chains"])
+    if groups is not None and (
+        not isinstance(groups, int | np.integer)
+        or isinstance(groups, bool)
+        or groups < 1
+        or num_chains % groups
+    ):
+        raise ValueError(
+            f"{fn}: chain_groups must be None or a positive integer that divides num_chains "
+            f"({num_chains}), got {groups!r}."
+        )
     block_size = min(int(block_size or default_block_size(n)), n)
     if init_spins is not None:
         init_spins = jnp.asarray(init_spins, jnp.float32)
     sizes = {k: int(v) for k, v in sizes.items()}
-    field_product = field_product or default_field_product()
-    return _sample(
-        key,
-        params,
-        init_spins,
-        betas=betas,
-        block_size=block_size,
-        field_product=field_product,
-        **sizes,
+    static = dict(betas=betas, block_size=block_size, **sizes)
+    static["field_product"] = field_product or default_field_product()
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, params, init_spins)))
+    groups = 1 if traced else int(groups or chain_groups(num_chains))
+    chains = np.arange(num_chains, dtype=np.int32).reshape(groups, -1)
+
+    def group(g):
+        start = None if init_spins is None else init_spins[chains[g, 0] : chains[g, -1] + 1]
+        out = _sample(key, params, start, jnp.asarray(chains[g]), **static)
+        return out if groups == 1 else jax.block_until_ready(out)  # ends in its own thread
+
+    if groups == 1:
+        outs = [group(0)]
+    else:
+        outs = run_concurrently([functools.partial(group, g) for g in range(groups)])
+    num_sweeps = sizes["num_samples"] // num_chains * sizes["thin"]
+    return _combine(tuple(outs), num_temps=len(betas), num_sweeps=num_sweeps)
+
+
+@functools.partial(jax.jit, static_argnames=("num_temps", "num_sweeps"))
+def _combine(outs, *, num_temps, num_sweeps):
+    """The samples and SamplerInfo of a run from its groups' `_sample` outputs."""
+    spins = jnp.concatenate([o[0] for o in outs], axis=1)  # [per_chain, num_chains, n]
+    energies = jnp.concatenate([o[1] for o in outs], axis=1)
+    accepted, swaps = sum(o[2] for o in outs), sum(o[3] for o in outs)
+    num_chains, n = spins.shape[1:]
+    parity = np.arange(num_temps - 1) % 2  # pair k is proposed on sweeps with i % 2 == k % 2
+    pairs_tried = np.maximum((num_sweeps + 1 - parity) // 2, 1)
+    info = SamplerInfo(
+        acceptance_rate=accepted / (num_sweeps * n * num_chains),
+        energy_trace=energies,
+        autocorr_time=integrated_autocorr_time(energies),
+        swap_rates=swaps / (pairs_tried * num_chains),
     )
+    return spins.reshape(-1, n), info
 
 
 @functools.partial(
@@ -199,6 +262,7 @@ def _sample(
     key,
     params,
     init_spins,
+    chains,
     *,
     betas,
     num_samples,
@@ -208,33 +272,41 @@ def _sample(
     block_size,
     field_product,
 ):
-    """The sampler, compiled once per shape of (params, init_spins) and static option."""
+    """The sampler for a group of chains, compiled once per shape and static option.
+
+    chains: int32 [G], the group's chains among the num_chains (init_spins, if given, are
+    theirs, [G, n]). Every random draw of a chain is its column of the whole run's draw, so
+    a chain does not depend on the grouping. Returns the group's records: spins
+    [per_chain, G, n], energies [per_chain, G], flips accepted at beta = 1 [] and
+    exchanges accepted per temperature pair [R - 1].
+    """
     n = params.b.shape[0]
     blocks = make_blocks(params, block_size, field_product)
-    num_temps, per_chain = len(betas), num_samples // num_chains
-    num_cols, n_pad = num_temps * num_chains, blocks.b.shape[0]
+    num_temps, per_chain, group = len(betas), num_samples // num_chains, chains.shape[0]
+    num_cols, n_pad = num_temps * num_chains, blocks.b.shape[0]  # the whole run's columns
+    columns = (jnp.arange(num_temps)[:, None] * num_chains + chains).reshape(-1)
     beta_arr = jnp.asarray(betas, jnp.float32)
     init_key, burn_key, sample_key = jax.random.split(key, 3)
     if init_spins is None:  # generated site-major, as the state is stored
-        state = state_from_sites(blocks, uniform_spins(init_key, n, num_cols))
+        state = state_from_sites(blocks, uniform_spins(init_key, n, num_cols, columns))
     else:
         state = init_state(blocks, jnp.tile(init_spins, (num_temps, 1)))
-    labels = jnp.broadcast_to(jnp.arange(num_temps)[:, None], (num_temps, num_chains))
+    labels = jnp.broadcast_to(jnp.arange(num_temps)[:, None], (num_temps, group))
 
     def one_sweep(phase_key, carry, i):
         state, labels = carry
         t_key, swap_key = jax.random.split(jax.random.fold_in(phase_key, i))
-        t = exponential_thresholds(t_key, n, num_cols)
+        t = exponential_thresholds(t_key, n, num_cols, columns)
         if num_temps > 1:
-            t = t / beta_arr[labels].reshape(num_cols)
+            t = t / beta_arr[labels].reshape(-1)
         t = pad_thresholds(t, n_pad)
-        at_target = (labels == num_temps - 1).reshape(num_cols)
+        at_target = (labels == num_temps - 1).reshape(-1)
         state, flips = sweep(blocks, state, t)
         accepted = jnp.sum(jnp.where(at_target, flips, 0))
-        swaps = jnp.zeros((0, num_chains), bool)
+        swaps = jnp.zeros((0, group), bool)
         if num_temps > 1:
-            e = state_energy(blocks, state).reshape(num_temps, num_chains)
-            labels, swaps = _swap(swap_key, e, labels, beta_arr, i % 2)
+            e = state_energy(blocks, state).reshape(num_temps, group)
+            labels, swaps = _swap(swap_key, e, labels, beta_arr, i % 2, chains, num_chains)
         return (state, labels), (accepted, swaps)
 
     carry = (state, labels)
@@ -245,21 +317,12 @@ def _sample(
             lambda c, i: one_sweep(sample_key, c, i), carry, j * thin + jnp.arange(thin)
         )
         state, labels = carry
-        col = jnp.argmax(labels == num_temps - 1, axis=0) * num_chains + jnp.arange(num_chains)
+        col = jnp.argmax(labels == num_temps - 1, axis=0) * group + jnp.arange(group)
         energies = state_energy(blocks, state)[col]
         return carry, (state.spins[:n, col].T, energies, accepted.sum(), swaps.sum(0))
 
     _, (spins, energies, accepted, swaps) = lax.scan(record, carry, jnp.arange(per_chain))
-    num_sweeps = per_chain * thin
-    parity = np.arange(num_temps - 1) % 2  # pair k is proposed on sweeps with i % 2 == k % 2
-    pairs_tried = np.maximum((num_sweeps + 1 - parity) // 2, 1)
-    info = SamplerInfo(
-        acceptance_rate=accepted.sum() / (num_sweeps * n * num_chains),
-        energy_trace=energies,
-        autocorr_time=integrated_autocorr_time(energies),
-        swap_rates=swaps.sum(axis=(0, 2)) / (pairs_tried * num_chains),
-    )
-    return spins.reshape(num_samples, n), info
+    return spins, energies, accepted.sum(), swaps.sum(axis=(0, 2))
 
 
 def _check_init(fn, init_spins, num_chains, n):
@@ -283,6 +346,7 @@ def metropolis(
     block_size: int | None = None,
     init_spins: jax.Array | None = None,
     field_product: str | None = None,
+    chain_groups: int | None = None,
 ) -> tuple[jax.Array, SamplerInfo]:
     """Samples P(s) ∝ exp(-E(s)) with single-spin-flip Metropolis.
 
@@ -300,6 +364,10 @@ def metropolis(
       field_product: form of the blocks' field-update product, 'float32' or 'bfloat16x3'
         (exact bfloat16 parts; fast with bfloat16 matrix units); the chain does not depend
         on it beyond float32 summation order. None: `mcmc_kernels.default_field_product()`.
+      chain_groups: the chains run as this many equal groups side by side, each compiled
+        program in a thread of its own (a divisor of num_chains; each chain's states do not
+        depend on it). None: `chain_groups(num_chains)`, one group per CPU core when there
+        are enough chains. Under jit or vmap the call is one group.
 
     Returns:
       samples [num_samples, n] float32 ±1, ordered step-major (samples t*num_chains .. are
@@ -317,6 +385,7 @@ def metropolis(
         thin=thin,
         block_size=block_size,
         field_product=field_product,
+        groups=chain_groups,
     )
 
 
@@ -332,6 +401,7 @@ def parallel_tempering(
     block_size: int | None = None,
     init_spins: jax.Array | None = None,
     field_product: str | None = None,
+    chain_groups: int | None = None,
 ) -> tuple[jax.Array, SamplerInfo]:
     """Parallel tempering: R = len(betas) Metropolis replicas per chain at P^beta, with swaps.
 
@@ -352,4 +422,5 @@ def parallel_tempering(
         thin=thin,
         block_size=block_size,
         field_product=field_product,
+        groups=chain_groups,
     )

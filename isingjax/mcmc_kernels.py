@@ -169,11 +169,15 @@ def threefry2x32(key_words: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[ja
     return x0, x1
 
 
-def random_words(key: jax.Array, num_rows: int, num_cols: int, what: str) -> jax.Array:
+def random_words(
+    key: jax.Array, num_rows: int, num_cols: int, what: str, columns: jax.Array | None = None
+) -> jax.Array:
     """uint32 words [num_rows, num_cols]: word k of threefry_2x32(bits(key), 0, 1, 2, ...).
 
     Row-major order; the first half of the rows are the first outputs of the counter
     pairs, the rest the second outputs. `what` names the caller in the size error.
+    columns: int32 [C'] (optional): only these columns of the [num_rows, num_cols] words,
+    [num_rows, C'] (a group of chains draws its own columns of the same words).
     """
     if num_rows * num_cols > 2**32:  # uint32 counters: beyond this the stream would repeat
         raise ValueError(
@@ -181,21 +185,27 @@ def random_words(key: jax.Array, num_rows: int, num_cols: int, what: str) -> jax
             f"{num_rows} x {num_cols}."
         )
     half = -(-num_rows // 2)
-    rows = lax.broadcasted_iota(jnp.uint32, (half, num_cols), 0)
-    counters = rows * jnp.uint32(num_cols) + lax.broadcasted_iota(jnp.uint32, rows.shape, 1)
+    if columns is None:
+        cols = lax.broadcasted_iota(jnp.uint32, (half, num_cols), 1)
+    else:
+        cols = jnp.broadcast_to(columns.astype(jnp.uint32), (half, columns.shape[0]))
+    counters = lax.broadcasted_iota(jnp.uint32, cols.shape, 0) * jnp.uint32(num_cols) + cols
     key_words = jax.random.bits(key, (2,), jnp.uint32)
     hi, lo = threefry2x32(key_words, counters, counters + jnp.uint32(half * num_cols))
     return jnp.concatenate([hi, lo])[:num_rows]
 
 
-def exponential_thresholds(key: jax.Array, num_rows: int, num_cols: int) -> jax.Array:
-    """Exponential(1) / 2 variates [num_rows, num_cols] from one key (one sweep's thresholds).
+def exponential_thresholds(
+    key: jax.Array, num_rows: int, num_cols: int, columns: jax.Array | None = None
+) -> jax.Array:
+    """Exponential(1) / 2 variates [num_rows, num_cols] from one key (one sweep's thresholds;
+    with `columns`, only those columns, as in `random_words`).
 
     Word k of `random_words` gives the uniform u = (k >> 9) / 2^23 in [0, 1) and
     t = -log(1 - u) / 2, so P(t > x) = exp(-2x) up to the 2^-23 resolution of u (the
     resolution of jax.random.uniform).
     """
-    bits = random_words(key, num_rows, num_cols, "exponential_thresholds")
+    bits = random_words(key, num_rows, num_cols, "exponential_thresholds", columns)
     one_to_two = lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32)
     return -0.5 * jnp.log(2.0 - one_to_two)  # 2 - [1, 2) = 1 - u, exact in float32
 
@@ -209,9 +219,12 @@ def pad_thresholds(thresholds: jax.Array, n_pad: int) -> jax.Array:
     return jnp.pad(thresholds, ((0, n_pad - n), (0, 0)), constant_values=-jnp.inf)
 
 
-def uniform_spins(key: jax.Array, num_rows: int, num_cols: int) -> jax.Array:
-    """Independent uniform ±1 float32 [num_rows, num_cols]: the top bits of `random_words`."""
-    bits = random_words(key, num_rows, num_cols, "uniform_spins")
+def uniform_spins(
+    key: jax.Array, num_rows: int, num_cols: int, columns: jax.Array | None = None
+) -> jax.Array:
+    """Independent uniform ±1 float32 [num_rows, num_cols] (with `columns`, only those
+    columns): the top bits of `random_words`."""
+    bits = random_words(key, num_rows, num_cols, "uniform_spins", columns)
     return jnp.where(bits >> 31 == 1, 1.0, -1.0).astype(jnp.float32)
 
 
@@ -287,6 +300,17 @@ def sweep(
     return ChainState(spins, fields), flips
 
 
+def column_sums(x: jax.Array) -> jax.Array:
+    """Sums [C] over the rows of x [R, C] by halving the rows, so each column's additions
+    come in the same order whatever C is (a reduction's order may depend on it): a chain's
+    energy does not depend on which other chains share its program (`mcmc.chain_groups`)."""
+    while x.shape[0] > 1:
+        half = x.shape[0] // 2
+        head = x[:half] + x[half : 2 * half]
+        x = jnp.concatenate([head, x[2 * half :]]) if x.shape[0] % 2 else head
+    return x[0]
+
+
 def state_energy(blocks: Blocks, state: ChainState) -> jax.Array:
     """E = -1/2 sum_i s_i (h_i + b_i) for each column [C] (uses the cached fields)."""
-    return -0.5 * jnp.sum(state.spins * (state.fields + blocks.b[:, None]), axis=0)
+    return -0.5 * column_sums(state.spins * (state.fields + blocks.b[:, None]))

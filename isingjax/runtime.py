@@ -160,9 +160,10 @@ class Progress:
         )
 
 
-def run_concurrently(tasks) -> None:
+def run_concurrently(tasks) -> list:
     """Runs independent tasks (callables without arguments) in threads of their own and
-    returns when all have finished; the first task's error, if any, is raised then.
+    returns their results, in order, when all have finished; the first task's error, if
+    any, is raised then.
 
     XLA releases the GIL while it computes, and a small computation (a minibatch step of a
     small network, one fit at n = 20) keeps ~1.5 of 2 CPU cores busy, so tasks overlap:
@@ -171,5 +172,4 @@ def run_concurrently(tasks) -> None:
     deterministic; only the order of the lines that tasks append to a jsonl file does).
     """
     with concurrent.futures.ThreadPoolExecutor(max(1, len(tasks))) as pool:
-        for future in [pool.submit(task) for task in tasks]:
-            future.result()
+        return [future.result() for future in [pool.submit(task) for task in tasks]]

@@ -1,4 +1,5 @@
 import functools
+import os
 
 import chex
 import jax
@@ -216,6 +217,31 @@ def test_vmap_over_keys_equals_loop():
         np.testing.assert_array_equal(batched[i], jax.jit(lambda k: run(k))(keys[i])[0])
 
 
+@pytest.mark.parametrize("betas", [(1.0,), (0.4, 0.7, 1.0)])
+def test_chain_groups_run_the_same_chains(betas):
+    # Couplings off any grid (float32 rounding everywhere): each chain's samples, energies
+    # and counts must not depend on which chains share its program, nor on a transformation.
+    params = ij.sk_model(jax.random.key(40), 11, beta=1.0, bias_std=0.3)
+    init = jax.random.rademacher(jax.random.key(41), (512, 11), jnp.float32)
+
+    def run(key, groups=None, init_spins=None):
+        kwargs = dict(num_samples=1536, num_chains=512, burn_in=4, thin=2)
+        kwargs |= dict(chain_groups=groups, init_spins=init_spins)
+        if len(betas) == 1:
+            return ij.metropolis(key, params, **kwargs)
+        return ij.parallel_tempering(key, params, betas=betas, **kwargs)
+
+    key = jax.random.key(42)
+    for init_spins in (None, init):
+        one = run(key, 1, init_spins)
+        for other in (run(key, 2, init_spins), run(key, 8, init_spins), run(key, None, init_spins)):
+            chex.assert_trees_all_equal(other, one)
+        jitted = jax.jit(lambda k, x: run(k, None, x))  # under jit: one group
+        chex.assert_trees_all_equal(jitted(key, init_spins), one)
+    assert mcmc.chain_groups(512) == min(2, len(os.sched_getaffinity(0)))
+    assert mcmc.chain_groups(256) == 1 == mcmc.chain_groups(7)
+
+
 def _two_mode_ferromagnet(n=10, coupling=0.5, bias=0.02):
     w = coupling * (jnp.ones((n, n)) - jnp.eye(n))
     return ij.IsingParams(w=w, b=jnp.full((n,), bias))
@@ -285,6 +311,8 @@ def test_integrated_autocorr_time_of_ar1_matches_closed_form():
         (dict(block_size=257), "block_size must be <= 256"),
         (dict(block_size=0), "block_size must be an integer >= 1"),
         (dict(field_product="float16"), "field_product must be None or one of"),
+        (dict(chain_groups=3), r"chain_groups must be None or a positive integer that divides"),
+        (dict(chain_groups=0), r"chain_groups must be None or a positive integer that divides"),
         (
             dict(init_spins=jnp.ones((3, 5))),
             r"init_spins must have shape \[num_chains, n\] = \[4, 5\]",
