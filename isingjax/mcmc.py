@@ -113,13 +113,14 @@ def _swap(key, state_e, labels, betas, parity, chains, num_chains):
     return jnp.argsort(new_pos, axis=0), accept
 
 
-def _check_run_args(fn, num_samples, num_chains, burn_in, thin, block_size):
+def _check_run_args(fn, num_samples, num_chains, burn_in, thin, block_size, chain_groups):
+    optional = (("block_size", block_size, 1), ("chain_groups", chain_groups, 1))
     for name, value, low in (
         ("num_samples", num_samples, 1),
         ("num_chains", num_chains, 1),
         ("burn_in", burn_in, 0),
         ("thin", thin, 1),
-    ) + ((("block_size", block_size, 1),) if block_size is not None else ()):
+    ) + tuple(x for x in optional if x[1] is not None):
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
             raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}.")
     if block_size is not None and block_size > MAX_BLOCK_SIZE:
@@ -131,6 +132,11 @@ def _check_run_args(fn, num_samples, num_chains, burn_in, thin, block_size):
         raise ValueError(
             f"{fn}: each chain contributes num_samples / num_chains samples, so num_samples "
             f"({num_samples}) must be a multiple of num_chains ({num_chains})."
+        )
+    if chain_groups is not None and num_chains % chain_groups:
+        raise ValueError(
+            f"{fn}: the chains run as chain_groups equal groups, so chain_groups must divide "
+            f"num_chains ({num_chains}), got {chain_groups}."
         )
 
 
@@ -167,8 +173,8 @@ def chain_groups(num_chains: int) -> int:
 
     On a CPU, XLA runs a sweep's ~120 kernels per block one after another, most of them
     small (one site's values over the chains), so one program leaves the cores partly idle;
-    two programs on half the chains each, in threads of their own, overlap. On the 2-core
-    CPU, n = 256 and 4096 chains, two groups ran the 21-sweep call 1.5x faster than one
+    two programs on half the chains each, in threads of their own, overlap. On a 2-core
+    CPU, n = 256 and 4096 chains, two groups ran the 21-sweep call 1.4x faster than one
     (benchmarks/bench_metropolis.py, README). So: one group per CPU core the process may
     use, as many as divide num_chains into groups of at least MIN_GROUP_CHAINS chains;
     a single group on GPUs and TPUs, whose one program already fills the device.
@@ -188,23 +194,13 @@ def _run(fn, key, params, betas, init_spins, *, block_size, field_product, group
     `groups` groups of chains side by side (threads; None: `chain_groups`), or one when
     called under a JAX transformation (jit, vmap)."""
     n = check_params(params)
-    _check_run_args(fn, block_size=block_size, **sizes)
+    _check_run_args(fn, block_size=block_size, chain_groups=groups, **sizes)
     if field_product is not None and field_product not in FIELD_PRODUCTS:
         raise ValueError(
             f"{fn}: field_product must be None or one of {FIELD_PRODUCTS}, got {field_product!r}."
         )
     _check_init(fn, init_spins, sizes["num_chains"], n)
     num_chains = int(sizes["num_chains"])
-    if groups is not None and (
-        not isinstance(groups, int | np.integer)
-        or isinstance(groups, bool)
-        or groups < 1
-        or num_chains % groups
-    ):
-        raise ValueError(
-            f"{fn}: chain_groups must be None or a positive integer that divides num_chains "
-            f"({num_chains}), got {groups!r}."
-        )
     block_size = min(int(block_size or default_block_size(n)), n)
     if init_spins is not None:
         init_spins = jnp.asarray(init_spins, jnp.float32)

@@ -311,8 +311,8 @@ def test_integrated_autocorr_time_of_ar1_matches_closed_form():
         (dict(block_size=257), "block_size must be <= 256"),
         (dict(block_size=0), "block_size must be an integer >= 1"),
         (dict(field_product="float16"), "field_product must be None or one of"),
-        (dict(chain_groups=3), r"chain_groups must be None or a positive integer that divides"),
-        (dict(chain_groups=0), r"chain_groups must be None or a positive integer that divides"),
+        (dict(chain_groups=3), r"chain_groups must divide num_chains \(4\), got 3"),
+        (dict(chain_groups=0), "chain_groups must be an integer >= 1"),
         (
             dict(init_spins=jnp.ones((3, 5))),
             r"init_spins must have shape \[num_chains, n\] = \[4, 5\]",
