@@ -200,11 +200,11 @@ def _run(fn, key, params, betas, init_spins, *, block_size, field_product, group
             f"{fn}: field_product must be None or one of {FIELD_PRODUCTS}, got {field_product!r}."
         )
     _check_init(fn, init_spins, sizes["num_chains"], n)
-    num_chains = int(sizes["num_chains"])
     block_size = min(int(block_size or default_block_size(n)), n)
     if init_spins is not None:
         init_spins = jnp.asarray(init_spins, jnp.float32)
     sizes = {k: int(v) for k, v in sizes.items()}
+    num_chains = sizes["num_chains"]
     static = dict(betas=betas, block_size=block_size, **sizes)
     static["field_product"] = field_product or default_field_product()
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, params, init_spins)))

@@ -326,10 +326,13 @@ def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
     base_locks = {method: threading.Lock() for method in config.inference.methods}
     observed_of = {}  # method -> its observed-only records per seed
 
+    def to_do(method, generator):  # the cells of (method, generator; "": none) not done
+        return not {c for c in cells if c[2] == method and c[3] == generator} <= done
+
     def base_cells(method):  # once, whichever task asks first; the others wait for it
         with base_locks[method]:
             if method not in observed_of:
-                if not {c for c in cells if c[2] == method and c[3] == ""} <= done:
+                if to_do(method, ""):
                     out = sweeps.run_over_seeds(stages.base(method, m), seeds, root, beta)
                     records = augment_records.base_records(out, beta, m, method, config)
                     sweeps.append_cells(results_path, records, done, augment_records.COORDS)
@@ -343,11 +346,7 @@ def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
             return observed_of[method]
 
     def generator_cells(name, gen):
-        todo = [
-            x
-            for x in config.inference.methods
-            if not {c for c in cells if c[2] == x and c[3] == name} <= done
-        ]
+        todo = [x for x in config.inference.methods if to_do(x, name)]
         if not todo:
             return
         steps, spins, ev_steps, nonfinite = full_generator(
@@ -358,9 +357,9 @@ def run_block(config, stages, gens, workdir, root, beta, m, done) -> None:
             _, scores = fold_scores(config, gen, stages, workdir, root, beta, m, observed, todo)
         k_max = max(config.augment.ratios) * m
         ev_generated = spins[np.arange(len(seeds)), [steps.index(s) for s in ev_steps], :k_max]
+        inputs = {"seed": seeds.astype(np.int32), "generated": spins[:, :, :k_max]}
+        inputs["ev_generated"] = ev_generated
         for method in todo:
-            inputs = {"seed": seeds.astype(np.int32), "generated": spins[:, :, :k_max]}
-            inputs["ev_generated"] = ev_generated
             out = sweeps.run_over_seeds(stages.grid(method, m), inputs, root, beta)
             observed_records = base_cells(method)
             rule_picks = dict(choices)
